@@ -1,0 +1,99 @@
+"""Build what the guest runs: the lab's kernel modules and the busybox initramfs."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+from qemu.kernels import KernelFiles
+
+HERE = pathlib.Path(__file__).resolve().parent
+MODULE_SOURCES = HERE / "modules"
+GUEST_FILES = HERE / "guest"
+SCENARIOS = HERE / "scenarios"
+BUSYBOX = pathlib.Path("/bin/busybox")
+
+
+def _sources_digest(folder: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_modules(files: KernelFiles) -> pathlib.Path:
+    """Build qemu/modules/*.c against the kernel's headers; cached by source hash.
+
+    Returns the folder holding the .ko files (kept: gdb loads their symbols).
+    """
+    out = files.modules_dir / _sources_digest(MODULE_SOURCES)
+    if (out / ".complete").exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(MODULE_SOURCES, out)
+    result = subprocess.run(
+        # No BTF for our modules: it would need pahole and the lab does not use it.
+        ["make", "-C", str(files.headers), f"M={out}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+         "modules"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the lab modules failed:\n{result.stdout[-3000:]}")
+    (out / ".complete").write_text("")
+    return out
+
+
+def scenario_path(name: str, kernel_name: str) -> pathlib.Path:
+    """`<name>-<kernel>` when the scenario differs per kernel, else `<name>`; or a path."""
+    candidate = pathlib.Path(name)
+    if candidate.is_file():
+        return candidate
+    for path in (SCENARIOS / f"{name}-{kernel_name}", SCENARIOS / name):
+        if path.is_file():
+            return path
+    known = sorted({p.name.split("-")[0] for p in SCENARIOS.iterdir() if p.suffix != ".md"})
+    raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(known)}")
+
+
+def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
+                rdev: tuple[int, int] = (0, 0)) -> bytes:
+    """One entry of a cpio 'newc' archive (what the kernel unpacks as initramfs)."""
+    encoded = name.encode() + b"\0"
+    header = "070701" + "".join(f"{v:08x}" for v in (
+        ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0))
+    blob = header.encode() + encoded
+    blob += b"\0" * (-len(blob) % 4)
+    blob += data + b"\0" * (-len(data) % 4)
+    return blob
+
+
+def build_initramfs(dest: pathlib.Path, modules: pathlib.Path, scenario: pathlib.Path) -> pathlib.Path:
+    """Write a gzipped newc initramfs: busybox, /init, the lab modules and the scenario."""
+    entries: list[tuple[str, int, bytes]] = []
+    # /dev/console must exist before devtmpfs is mounted: the kernel opens it for /init.
+    for folder in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "etc/kp-lab",
+                   "lib", "lib/modules", "lib/modules/kp-lab", "root"):
+        entries.append((folder, 0o040755, b""))
+    entries.append(("dev/console", 0o020600, b""))
+    entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
+    entries.append(("bin/sh", 0o120777, b"busybox"))   # /init's interpreter
+    entries.append(("init", 0o100755, (GUEST_FILES / "init").read_bytes()))
+    entries.append(("bin/kp-scenario", 0o100755, (GUEST_FILES / "kp-scenario").read_bytes()))
+    entries.append(("etc/kp-lab/scenario", 0o100644, scenario.read_bytes()))
+    for ko in sorted(modules.glob("*.ko")):
+        entries.append((f"lib/modules/kp-lab/{ko.name}", 0o100644, ko.read_bytes()))
+    archive = bytearray()
+    for ino, (name, mode, data) in enumerate(entries, start=1):
+        rdev = (5, 1) if name == "dev/console" else (0, 0)
+        archive += _newc_entry(name, mode, data, ino, rdev)
+    archive += _newc_entry("TRAILER!!!", 0)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        tmp.write(gzip.compress(bytes(archive), compresslevel=1))
+    os.replace(tmp.name, dest)
+    return dest

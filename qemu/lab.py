@@ -1,0 +1,316 @@
+"""The lab: boot a Debian debug kernel in QEMU with a scenario of kprobes, and drive it.
+
+    with Lab("6.1") as lab:
+        print(lab.guest.run("cat /sys/kernel/debug/kprobes/list"))
+        gdb = lab.gdb()               # gdb attached through QEMU's gdbstub, plugin loaded
+        print(gdb.execute("kp-list"))
+
+`python3 -m qemu.lab` (what `make lab` runs) boots a kernel and leaves you at a gdb prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pexpect
+import pexpect.fdpexpect
+
+from qemu import build, kernels
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+GDBINIT = REPO / "gdbinit.py"
+BOOT_TIMEOUT = 180          # TCG on a loaded 2-core machine can be slow
+QEMU = "qemu-system-x86_64"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def free_tcp_port() -> int:
+    """A loopback port nobody listens on now (QEMU binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Guest:
+    """The guest's serial console: a root shell driven with pexpect."""
+
+    def __init__(self, conn: socket.socket, logfile) -> None:
+        self._sock = conn
+        self.console = pexpect.fdpexpect.fdspawn(conn.fileno(), encoding="utf-8",
+                                                 codec_errors="replace", timeout=30)
+        self.console.logfile_read = logfile
+        self._seq = 0
+
+    def wait_ready(self, timeout: float) -> None:
+        index = self.console.expect(["KP-LAB-SCENARIO-OK", "KP-LAB-SCENARIO-FAILED",
+                                     "Kernel panic"], timeout=timeout)
+        if index != 0:
+            self.console.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=2)
+            raise LabError(f"guest boot failed: {self.console.before[-2000:]}")
+        self.console.expect("KP-LAB-READY", timeout=timeout)
+        # No echo, no prompt noise: output between our markers is the command's alone.
+        self.run("stty -echo; PS1=''", timeout=timeout)
+
+    def run(self, command: str, timeout: float = 60, check: bool = True) -> str:
+        """Run a shell command in the guest; return its output (stdout+stderr, \\n ends)."""
+        self._seq += 1
+        n = self._seq
+        # The markers are split with "" so the echoed command line never matches them.
+        self.console.sendline(f'echo KP-B""EGIN-{n}; {command} 2>&1; echo KP-E""ND-{n}-$?')
+        self.console.expect(f"KP-BEGIN-{n}\r?\n", timeout=timeout)
+        self.console.expect(rf"KP-END-{n}-(\d+)", timeout=timeout)
+        output = self.console.before.replace("\r\n", "\n").replace("\r", "")
+        rc = int(self.console.match.group(1))
+        if check and rc != 0:
+            raise LabError(f"guest command failed (exit {rc}): {command}\n{output}")
+        return output
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+class Gdb:
+    """gdb attached to the lab through QEMU's gdbstub, driven with pexpect."""
+
+    PROMPT = "<kp-gdb> "
+
+    def __init__(self, args: list[str], gdb_binary: str = "gdb", timeout: float = 120,
+                 logfile=None) -> None:
+        env = dict(os.environ, TERM="dumb")
+        env.pop("PYTHONPATH", None)   # gdb embeds the system Python: keep the venv out
+        self.child = pexpect.spawn(gdb_binary, ["-q", "-nx", "-iex", f"set prompt {self.PROMPT}",
+                                                "-iex", "set editing off", *args],
+                                   encoding="utf-8", codec_errors="replace", timeout=timeout,
+                                   env=env, dimensions=(100, 1000))
+        self.child.logfile_read = logfile
+        self.child.expect_exact(self.PROMPT)
+        self.startup_output = self.child.before
+
+    def execute(self, command: str, timeout: float = 120) -> str:
+        """Run one gdb command and return what it printed (errors included)."""
+        self.child.sendline(command)
+        self.child.expect_exact(self.PROMPT, timeout=timeout)
+        output = self.child.before.replace("\r\n", "\n").replace("\r", "")
+        first, _, rest = output.partition("\n")
+        if first.strip() == command.strip():
+            output = rest
+        return output
+
+    def resume(self) -> None:
+        """Let the guest run (gdb waits in the foreground until interrupt())."""
+        self.child.sendline("continue")
+        self.child.expect_exact("Continuing.")
+
+    def interrupt(self, timeout: float = 30) -> str:
+        self.child.sendintr()
+        self.child.expect_exact(self.PROMPT, timeout=timeout)
+        return self.child.before
+
+    def close(self) -> None:
+        if self.child.isalive():
+            try:
+                self.child.sendline("detach")
+                self.child.sendline("quit")
+                self.child.expect(pexpect.EOF, timeout=10)
+            except (pexpect.ExceptionPexpect, OSError):
+                pass
+            self.child.close(force=True)
+
+
+class Lab:
+    """One booted guest: a kernel, a scenario, QEMU with a gdbstub and a serial shell."""
+
+    def __init__(self, kernel: str = kernels.DEFAULT_KERNEL, scenario: str = "default",
+                 kvm: bool = False, memory_mb: int = 512, cpus: int = 2,
+                 append: str = "", kaslr: bool = False) -> None:
+        self.kernel_name = kernel
+        self.scenario_name = scenario
+        self.kvm = kvm
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.append = append
+        self.kaslr = kaslr
+        self.files: kernels.KernelFiles | None = None
+        self.modules_dir: pathlib.Path | None = None
+        self.workdir: pathlib.Path | None = None
+        self.gdb_port: int | None = None
+        self.qemu: subprocess.Popen | None = None
+        self.guest: Guest | None = None
+        self._gdbs: list[Gdb] = []
+        self._log = None
+
+    # -- life cycle -------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything before boot: kernel files, modules, initramfs (all cached)."""
+        self.files = kernels.fetch(self.kernel_name)
+        self.modules_dir = build.build_modules(self.files)
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-lab-"))
+        scenario = build.scenario_path(self.scenario_name, self.kernel_name)
+        build.build_initramfs(self.workdir / "initramfs.gz", self.modules_dir, scenario)
+
+    def qemu_command(self) -> list[str]:
+        assert self.files and self.workdir and self.gdb_port
+        append = ["console=ttyS0", "quiet", "panic=-1", "oops=panic", "tsc=reliable"]
+        append.append("kaslr" if self.kaslr else "nokaslr")
+        if self.append:
+            append.append(self.append)
+        command = [
+            QEMU, "-nodefaults", "-nographic", "-no-reboot",
+            "-m", str(self.memory_mb), "-smp", str(self.cpus),
+            "-kernel", str(self.files.vmlinuz), "-initrd", str(self.workdir / "initramfs.gz"),
+            "-append", " ".join(append),
+            "-chardev", f"socket,id=console,path={self.workdir / 'console.sock'},server=on,wait=on",
+            "-serial", "chardev:console",
+            "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
+            "-gdb", f"tcp:127.0.0.1:{self.gdb_port}",
+        ]
+        if self.kvm:
+            command += ["-enable-kvm", "-cpu", "host"]
+        else:
+            command += ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        return command
+
+    def start(self) -> "Lab":
+        if self.workdir is None:
+            self.prepare()
+        assert self.workdir
+        self._log = open(self.workdir / "console.log", "w", encoding="utf-8")
+        for attempt in range(5):
+            self.gdb_port = free_tcp_port()
+            self.qemu = subprocess.Popen(self.qemu_command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            conn = self._connect_console()
+            if conn is not None:
+                break
+            output = self.qemu.stdout.read().decode(errors="replace") if self.qemu.stdout else ""
+            if "Address already in use" not in output:
+                raise LabError(f"QEMU did not start: {output.strip()[-2000:]}")
+        else:
+            raise LabError("QEMU could not bind a gdbstub port after 5 tries")
+        self.guest = Guest(conn, self._log)
+        self.guest.wait_ready(BOOT_TIMEOUT)
+        return self
+
+    def _connect_console(self) -> socket.socket | None:
+        sock_path = self.workdir / "console.sock"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.qemu.poll() is not None:
+                return None
+            if sock_path.exists():
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    conn.connect(str(sock_path))
+                    return conn
+                except OSError:
+                    conn.close()
+            time.sleep(0.05)
+        raise LabError("QEMU did not open its console socket within 30 s")
+
+    def stop(self) -> None:
+        for gdb in self._gdbs:
+            gdb.close()
+        self._gdbs.clear()
+        if self.guest:
+            self.guest.close()
+            self.guest = None
+        if self.qemu and self.qemu.poll() is None:
+            self.qemu.terminate()
+            try:
+                self.qemu.wait(10)
+            except subprocess.TimeoutExpired:
+                self.qemu.kill()
+                self.qemu.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+        if self.workdir and not os.environ.get("KP_LAB_KEEP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- gdb ----------------------------------------------------------------------------
+    def gdb_args(self, attach: bool = True, plugin: bool = True) -> list[str]:
+        """gdb arguments: index cache, the DWARF vmlinux, the plugin, the gdbstub."""
+        assert self.files
+        index = kernels.cache_dir() / "gdb-index"
+        index.mkdir(parents=True, exist_ok=True)
+        args = ["-iex", f"set index-cache directory {index}", "-iex", "set index-cache enabled on",
+                "-ex", "set pagination off", "-ex", "set confirm off",
+                "-ex", f"file {self.files.vmlinux}"]
+        if plugin:
+            args += ["-ex", f"source {GDBINIT}"]
+            if self.modules_dir:
+                args += ["-ex", f"kp-modules --search-path {self.modules_dir}"]
+        if attach:
+            args += ["-ex", f"target remote 127.0.0.1:{self.gdb_port}"]
+        return args
+
+    def gdb(self, gdb_binary: str = "gdb", attach: bool = True, plugin: bool = True,
+            logfile=None) -> Gdb:
+        session = Gdb(["-ex", "set style enabled off", *self.gdb_args(attach, plugin)],
+                      gdb_binary=gdb_binary, logfile=logfile)
+        self._gdbs.append(session)
+        return session
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make lab", description=(
+        "Boot a lab kernel in QEMU with a scenario of kprobes and attach gdb with gdb-kprobe."))
+    parser.add_argument("--kernel", default=os.environ.get("KERNEL") or kernels.DEFAULT_KERNEL,
+                        choices=sorted(kernels.KERNELS))
+    parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or "default")
+    parser.add_argument("--kvm", action="store_true",
+                        help="use KVM (dies on the first int3 on hypervisors that don't pass it through)")
+    parser.add_argument("--batch", action="append", default=[], metavar="GDB_COMMAND",
+                        help="run these gdb commands after kp-list and exit (repeatable)")
+    parser.add_argument("--gdb", default=os.environ.get("GDB") or "gdb", help="gdb binary")
+    options = parser.parse_args(argv)
+
+    lab = Lab(options.kernel, options.scenario, kvm=options.kvm)
+    print(f"lab: preparing kernel {options.kernel} ...", file=sys.stderr)
+    lab.prepare()
+    print(f"lab: booting {lab.files.kernel.release} with scenario {options.scenario!r} ...",
+          file=sys.stderr)
+    started = time.monotonic()
+    try:
+        lab.start()
+        print(f"lab: guest ready in {time.monotonic() - started:.1f} s; gdbstub on "
+              f"127.0.0.1:{lab.gdb_port}; console log {lab.workdir / 'console.log'}",
+              file=sys.stderr)
+        command = [options.gdb, "-q", "-nx", *lab.gdb_args(), "-ex", "kp-list"]
+        if options.batch:
+            command.insert(1, "-batch")
+            for extra in options.batch:
+                command += ["-ex", extra]
+        else:
+            print("lab: at the gdb prompt: `continue` lets the guest run, Ctrl-C stops it, "
+                  "`help kp` lists the commands", file=sys.stderr)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        return subprocess.call(command, env=env)
+    finally:
+        lab.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

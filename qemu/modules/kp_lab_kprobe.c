@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kp_lab_kprobe: the lab's kprobe module, in the spirit of the kernel's
+ * samples/kprobes/kprobe_example.c. Pre and post handlers on a symbol
+ * (inet_csk_accept by default) print the registers the handlers receive,
+ * so the debugger's view can be compared with what a real kprobe sees.
+ */
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/kprobes.h>
+
+static char symbol[KSYM_NAME_LEN] = "inet_csk_accept";
+module_param_string(symbol, symbol, KSYM_NAME_LEN, 0644);
+static unsigned int offset;
+module_param(offset, uint, 0644);
+
+static struct kprobe kp = {
+	.symbol_name = symbol,
+};
+
+static int __kprobes handler_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	pr_info("kp_lab_kprobe: I am Handler Pre: <%s+0x%x> p->addr=0x%px ip=0x%lx ax=0x%lx di=0x%lx si=0x%lx dx=0x%lx cx=0x%lx sp=0x%lx flags=0x%lx\n",
+		p->symbol_name, p->offset, p->addr, regs->ip, regs->ax,
+		regs->di, regs->si, regs->dx, regs->cx, regs->sp, regs->flags);
+	return 0;
+}
+
+static void __kprobes handler_post(struct kprobe *p, struct pt_regs *regs,
+				   unsigned long flags)
+{
+	pr_info("kp_lab_kprobe: I am Handler Post: <%s+0x%x> p->addr=0x%px ip=0x%lx ax=0x%lx di=0x%lx si=0x%lx dx=0x%lx cx=0x%lx sp=0x%lx flags=0x%lx\n",
+		p->symbol_name, p->offset, p->addr, regs->ip, regs->ax,
+		regs->di, regs->si, regs->dx, regs->cx, regs->sp, regs->flags);
+}
+
+static int __init kp_lab_kprobe_init(void)
+{
+	int ret;
+
+	kp.pre_handler = handler_pre;
+	kp.post_handler = handler_post;
+	kp.offset = offset;
+	ret = register_kprobe(&kp);
+	if (ret < 0) {
+		pr_err("kp_lab_kprobe: register_kprobe failed, returned %d\n", ret);
+		return ret;
+	}
+	pr_info("kp_lab_kprobe: planted kprobe at %px (%s+0x%x) flags=0x%x\n",
+		kp.addr, symbol, offset, kp.flags);
+	return 0;
+}
+
+static void __exit kp_lab_kprobe_exit(void)
+{
+	unregister_kprobe(&kp);
+	pr_info("kp_lab_kprobe: kprobe at %px unregistered, nmissed=%lu\n",
+		kp.addr, kp.nmissed);
+}
+
+module_init(kp_lab_kprobe_init)
+module_exit(kp_lab_kprobe_exit)
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("gdb-kprobe lab: kprobe with pre/post handlers");
