@@ -115,6 +115,11 @@ class Gdb:
         self.child.sendline("continue")
         self.child.expect_exact("Continuing.")
 
+    def wait_for_stop(self, timeout: float = 30) -> str:
+        """After `interrupt` of a `continue &`: wait for the asynchronous stop report."""
+        self.child.expect(r"received signal|[Ss]topped", timeout=timeout)
+        return self.execute("echo")
+
     def interrupt(self, timeout: float = 30) -> str:
         self.child.sendintr()
         self.child.expect_exact(self.PROMPT, timeout=timeout)
@@ -259,8 +264,6 @@ class Lab:
                 "-ex", f"file {self.files.vmlinux}"]
         if plugin:
             args += ["-ex", f"source {GDBINIT}"]
-            if self.modules_dir:
-                args += ["-ex", f"kp-modules --search-path {self.modules_dir}"]
         if attach:
             args += ["-ex", f"target remote 127.0.0.1:{self.gdb_port}"]
         return args
@@ -281,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or "default")
     parser.add_argument("--kvm", action="store_true",
                         help="use KVM (dies on the first int3 on hypervisors that don't pass it through)")
-    parser.add_argument("--batch", action="append", default=[], metavar="GDB_COMMAND",
-                        help="run these gdb commands after kp-list and exit (repeatable)")
+    parser.add_argument("--batch", action="append", default=[], metavar="COMMANDS",
+                        help="run these gdb commands (separated by ';') after kp-list and exit")
     parser.add_argument("--gdb", default=os.environ.get("GDB") or "gdb", help="gdb binary")
     options = parser.parse_args(argv)
 
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.batch:
             command.insert(1, "-batch")
             for extra in options.batch:
-                command += ["-ex", extra]
+                command += [arg for c in extra.split(";") if c.strip() for arg in ("-ex", c.strip())]
         else:
             print("lab: at the gdb prompt: `continue` lets the guest run, Ctrl-C stops it, "
                   "`help kp` lists the commands", file=sys.stderr)

@@ -14,6 +14,14 @@ module_param_string(symbol, symbol, KSYM_NAME_LEN, 0644);
 static unsigned int offset;
 module_param(offset, uint, 0644);
 
+/* A plain, probe-able function in module text: tests put kprobe_events probes on it
+ * ("p kp_lab_kprobe:kp_lab_target") and watch them turn [GONE] when the module goes. */
+noinline int kp_lab_target(int value)
+{
+	return value + 1;
+}
+EXPORT_SYMBOL_GPL(kp_lab_target);
+
 static struct kprobe kp = {
 	.symbol_name = symbol,
 };

@@ -1,0 +1,32 @@
+# The README's two commands: `make lab` (boot a lab kernel, attach gdb, show kp-list)
+# and `make test` (the whole suite). Both install what is missing first.
+KERNEL ?= 6.1
+SCENARIO ?= default
+KERNELS ?= 6.1,6.12
+GDB ?= gdb
+PYTEST_ARGS ?=
+VENV_PY = .venv/bin/python
+
+.PHONY: setup lab test unit kernels clean
+
+setup:
+	@sh qemu/setup.sh
+
+kernels: setup
+	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
+
+lab: setup
+	$(VENV_PY) -m qemu.lab --kernel $(KERNEL) --scenario $(SCENARIO) --gdb $(GDB) \
+		$(if $(BATCH),--batch "$(BATCH)")
+
+test: setup
+	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
+	$(VENV_PY) -m pytest -q tests --kernels $(KERNELS) --gdb $(GDB) $(PYTEST_ARGS)
+
+unit: setup
+	$(VENV_PY) -m pytest -q tests -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache
+
+comma := ,

@@ -1,0 +1,10 @@
+"""gdb-kprobe: Linux kprobes made visible from gdb attached to a kernel.
+
+Importing the package registers the kp-* commands; nothing touches the target
+or the symbol file until a command runs.
+"""
+from gdb_kprobe import settings
+from gdb_kprobe.commands import register_all
+
+settings.register()
+register_all()

@@ -1,0 +1,31 @@
+"""The kp-* commands, one per file."""
+from __future__ import annotations
+
+import gdb
+
+_registered = False
+
+
+class KpPrefix(gdb.Command):
+    """gdb-kprobe: Linux kprobes from the debugger.
+
+Commands:
+  kp-list     the registered kprobes, as /sys/kernel/debug/kprobes/list shows them
+
+Each command has `help <command>` and `<command> --help`."""
+
+    def __init__(self) -> None:
+        super().__init__("kp", gdb.COMMAND_DATA, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        gdb.write(self.__doc__ + "\n")
+
+
+def register_all() -> None:
+    global _registered
+    if _registered:
+        return
+    from gdb_kprobe.commands.kp_list import KpList
+    KpPrefix()
+    KpList()
+    _registered = True

@@ -1,0 +1,93 @@
+"""The base of every kp-* command: argparse parsing, guards, one-line errors.
+
+A command subclass declares `name`, builds its parser in `build_parser()` and
+implements `run(args)`: parse → ask the model → render. Whatever goes wrong ends
+as one gdb error line, never a Python traceback (`set kp-debug on` shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import traceback
+
+import gdb
+
+from gdb_kprobe import settings
+from gdb_kprobe.errors import KpError, KpUsageError
+
+
+class _HelpShown(Exception):
+    pass
+
+
+class KpArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise KpUsageError(f"{self.prog}: {message}; see `help {self.prog}`")
+
+    def exit(self, status: int = 0, message: str | None = None):
+        if message:
+            raise KpUsageError(message.strip())
+        raise _HelpShown()
+
+    def _print_message(self, message: str, file=None) -> None:
+        if message:
+            gdb.write(message)
+
+
+class KpCommand(gdb.Command):
+    name = ""
+    summary = ""          # first line of `help <name>`
+    mirrors = ""          # which /proc or debugfs file the output mirrors, if any
+
+    def __init__(self) -> None:
+        self.parser = self.build_parser()
+        self.__doc__ = self._doc()
+        super().__init__(self.name, gdb.COMMAND_DATA)
+
+    def build_parser(self) -> KpArgumentParser:
+        return KpArgumentParser(prog=self.name, description=self.summary, add_help=True)
+
+    def _doc(self) -> str:
+        text = self.summary + "\n\n" + self.parser.format_help()
+        if self.mirrors:
+            text += f"\nMirrors {self.mirrors}."
+        return text
+
+    # gdb entry points ---------------------------------------------------------------
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        try:
+            try:
+                argv = gdb.string_to_argv(argument)
+            except (gdb.error, ValueError) as exc:
+                raise KpUsageError(f"{self.name}: cannot split the arguments: {exc}")
+            try:
+                args = self.parser.parse_args(argv)
+            except _HelpShown:
+                return
+            self.run(args)
+        except KpError as exc:
+            raise gdb.GdbError(str(exc)) from None
+        except gdb.GdbError:
+            raise
+        except KeyboardInterrupt:
+            raise gdb.GdbError(f"{self.name}: interrupted") from None
+        except gdb.MemoryError as exc:
+            raise gdb.GdbError(f"{self.name}: cannot read target memory: {exc}") from None
+        except gdb.error as exc:
+            raise gdb.GdbError(f"{self.name}: {exc}") from None
+        except Exception as exc:  # a bug of ours: still one line, details on request
+            if settings.debug():
+                gdb.write(traceback.format_exc())
+            raise gdb.GdbError(f"{self.name}: internal error: {type(exc).__name__}: {exc} "
+                               "(`set kp-debug on` shows the traceback)") from None
+
+    def complete(self, text: str, word: str):
+        if word is not None and word.startswith("-"):
+            options = [opt for action in self.parser._actions for opt in action.option_strings]
+            return sorted(opt for opt in options if opt.startswith(word))
+        return self.complete_argument(text, word)
+
+    def complete_argument(self, text: str, word: str):
+        return gdb.COMPLETE_NONE
+
+    def run(self, args: argparse.Namespace) -> None:
+        raise NotImplementedError

@@ -1,0 +1,226 @@
+"""Registered kprobes: kprobe_table, aggregates, kretprobes and their owners.
+
+Mirrors kernel/kprobes.c: `kprobe_table[KPROBE_TABLE_SIZE]` is an array of
+hlists of `struct kprobe`; a probe whose pre_handler is `aggr_pre_handler` is an
+aggregate whose `list` holds the probes registered on that address. Each probe
+struct is read from the target in one memory read and decoded with its DWARF
+layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import gdb
+
+from gdb_kprobe import symbols, target, types
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import lists
+
+# include/linux/kprobes.h: these bits are part of the kprobes API and have not
+# changed since they were introduced.
+KPROBE_FLAG_GONE = 1
+KPROBE_FLAG_DISABLED = 2
+KPROBE_FLAG_OPTIMIZED = 4
+KPROBE_FLAG_FTRACE = 8
+KPROBE_FLAG_ON_FUNC_ENTRY = 16
+FLAG_NAMES = {KPROBE_FLAG_GONE: "GONE", KPROBE_FLAG_DISABLED: "DISABLED",
+              KPROBE_FLAG_OPTIMIZED: "OPTIMIZED", KPROBE_FLAG_FTRACE: "FTRACE",
+              KPROBE_FLAG_ON_FUNC_ENTRY: "ON_FUNC_ENTRY"}
+
+
+@dataclasses.dataclass
+class Kprobe:
+    address: int              # of the struct kprobe
+    addr: int                 # the probed address
+    flags: int
+    pre_handler: int
+    post_handler: int
+    nmissed: int
+    symbol_name: int          # const char * (as registered; often NULL after lookup)
+    offset: int
+    opcode: int
+    parent: "Kprobe | None" = None        # the aggregate this probe hangs from
+    children: list["Kprobe"] = dataclasses.field(default_factory=list)
+    damage: str | None = None             # a broken child list
+
+    @property
+    def gone(self) -> bool:
+        return bool(self.flags & KPROBE_FLAG_GONE)
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.flags & (KPROBE_FLAG_DISABLED | KPROBE_FLAG_GONE))
+
+    @property
+    def optimized(self) -> bool:
+        return bool(self.flags & KPROBE_FLAG_OPTIMIZED)
+
+    @property
+    def ftrace(self) -> bool:
+        return bool(self.flags & KPROBE_FLAG_FTRACE)
+
+    def flag_names(self) -> list[str]:
+        names = [name for bit, name in FLAG_NAMES.items() if self.flags & bit]
+        unknown = self.flags & ~sum(FLAG_NAMES)
+        if unknown:
+            names.append(f"{unknown:#x}?")
+        return names
+
+
+@dataclasses.dataclass
+class Handlers:
+    """Addresses of the kernel functions that tell probe kinds apart."""
+
+    aggr_pre_handler: int
+    pre_handler_kretprobe: int
+    kprobe_dispatcher: int | None
+    kretprobe_dispatcher: int | None
+
+    @classmethod
+    def lookup(cls) -> "Handlers":
+        table = symbols.kernel()
+        aggr = table.address_of("aggr_pre_handler")
+        kret = table.address_of("pre_handler_kretprobe")
+        if aggr is None or kret is None:
+            raise KpError("this kernel has no kprobes (aggr_pre_handler / pre_handler_kretprobe "
+                          "not in the symbol file); is CONFIG_KPROBES set?")
+        return cls(aggr, kret, table.address_of("kprobe_dispatcher"),
+                   table.address_of("kretprobe_dispatcher"))
+
+
+def _decode(view: types.View) -> Kprobe:
+    return Kprobe(address=view.address, addr=view.ptr("addr"), flags=view.int("flags"),
+                  pre_handler=view.ptr("pre_handler"), post_handler=view.ptr("post_handler"),
+                  nmissed=view.int("nmissed"), symbol_name=view.ptr("symbol_name"),
+                  offset=view.int("offset"), opcode=view.int("opcode"))
+
+
+@dataclasses.dataclass
+class Bucket:
+    index: int
+    probes: list[Kprobe]          # hlist order; aggregates carry their children
+    damage: str | None = None
+
+
+class KprobeTable:
+    """A snapshot of kprobe_table, read at the current stop."""
+
+    def __init__(self, buckets: list[Bucket], handlers: Handlers) -> None:
+        self.buckets = buckets
+        self.handlers = handlers
+
+    def is_aggregate(self, probe: Kprobe) -> bool:
+        return probe.pre_handler == self.handlers.aggr_pre_handler
+
+    def is_return_probe(self, probe: Kprobe) -> bool:
+        return probe.pre_handler == self.handlers.pre_handler_kretprobe
+
+    def reported(self) -> list[tuple[Kprobe, Kprobe | None]]:
+        """(probe, aggregate) pairs in the order kprobes/list prints them (show_kprobe_addr)."""
+        rows = []
+        for bucket in self.buckets:
+            for probe in bucket.probes:
+                if self.is_aggregate(probe):
+                    rows.extend((child, probe) for child in probe.children)
+                else:
+                    rows.append((probe, None))
+        return rows
+
+    @property
+    def damage(self) -> list[str]:
+        notes = [b.damage for b in self.buckets if b.damage]
+        notes += [p.damage for b in self.buckets for p in b.probes if p.damage]
+        return notes
+
+
+def table_symbol() -> tuple[int, int]:
+    """Address and bucket count of kprobe_table."""
+    address = symbols.kernel_address("kprobe_table")
+    symbol = gdb.lookup_static_symbol("kprobe_table")
+    if symbol is None:
+        raise KpError("kprobe_table has no debug info; load the DWARF vmlinux of the running "
+                      "kernel (linux-image-<ver>-dbg)")
+    array = symbol.type.strip_typedefs()
+    element = array.target().strip_typedefs()
+    return address, array.sizeof // element.sizeof
+
+
+def read_table() -> KprobeTable:
+    handlers = Handlers.lookup()
+    kprobe = types.layout("struct kprobe")
+    hlist_offset = kprobe.offset("hlist")
+    list_offset = kprobe.offset("list")
+    table_address, count = table_symbol()
+    heads = target.read(table_address, 8 * count)        # the whole table in one read
+
+    def fetch(node: int) -> tuple[Kprobe, int]:
+        address = node - hlist_offset
+        view = kprobe.view(target.read(address, kprobe.size), address)
+        return _decode(view), view.ptr("hlist.next")
+
+    def fetch_child(node: int) -> tuple[Kprobe, int]:
+        address = node - list_offset
+        view = kprobe.view(target.read(address, kprobe.size), address)
+        return _decode(view), view.ptr("list.next")
+
+    buckets = []
+    for index in range(count):
+        first = int.from_bytes(heads[8 * index: 8 * index + 8], "little")
+        walk = lists.walk(first, 0, fetch, f"kprobe_table[{index}]")
+        for probe in walk.items:
+            if probe.pre_handler == handlers.aggr_pre_handler:
+                head = probe.address + list_offset
+                children = lists.walk(_list_next(probe, kprobe), head, fetch_child,
+                                      f"aggregate at {probe.addr:#x}")
+                probe.children = children.items
+                probe.damage = children.damage
+                for child in probe.children:
+                    child.parent = probe
+        buckets.append(Bucket(index, walk.items, walk.damage))
+    return KprobeTable(buckets, handlers)
+
+
+def _list_next(probe: Kprobe, kprobe: types.Layout) -> int:
+    # the aggregate's own bytes are in the read cache: no new read
+    view = kprobe.view(target.read(probe.address, kprobe.size), probe.address)
+    return view.ptr("list.next")
+
+
+# -- details for kp-list -v / kp-show --------------------------------------------------
+
+@dataclasses.dataclass
+class KretprobeInfo:
+    address: int
+    handler: int
+    entry_handler: int
+    maxactive: int
+    nmissed: int
+    data_size: int
+
+
+def read_kretprobe(probe: Kprobe) -> KretprobeInfo:
+    layout = types.layout("struct kretprobe")
+    address = probe.address - layout.offset("kp")
+    view = layout.view(target.read(address, layout.size), address)
+    return KretprobeInfo(address, view.ptr("handler"), view.ptr("entry_handler"),
+                         view.int("maxactive"), view.int("nmissed"), view.int("data_size"))
+
+
+def trace_event_name(probe: Kprobe, kretprobe: KretprobeInfo | None,
+                     handlers: Handlers) -> str | None:
+    """`group/event` when the probe belongs to a kprobe_events trace event."""
+    from_trace = (handlers.kprobe_dispatcher is not None
+                  and probe.pre_handler == handlers.kprobe_dispatcher) or \
+        (kretprobe is not None and handlers.kretprobe_dispatcher is not None
+         and kretprobe.handler == handlers.kretprobe_dispatcher)
+    if not from_trace:
+        return None
+    tk = types.layout("struct trace_kprobe")
+    address = probe.address - tk.offset("rp.kp")
+    view = tk.view(target.read(address, tk.size), address)
+    event_ptr = view.ptr("tp.event")
+    event = types.layout("struct trace_probe_event")
+    event_view = event.view(target.read(event_ptr, event.size), event_ptr)
+    group = target.read_cstring(event_view.ptr("class.system"), 64)
+    name = target.read_cstring(event_view.ptr("call.name"), 64)
+    return f"{group}/{name}"

@@ -1,0 +1,56 @@
+"""Bounded, cycle-checked walks over kernel linked lists (hlist and list_head).
+
+Unlike scripts/gdb/linux/lists.py the walkers here take a `fetch` that reads the
+whole containing object in one memory read and returns it with its next
+pointer, so a walk costs one read per element. A damaged list (unreadable or
+non-canonical pointer, a cycle, too many elements) ends the walk with a note
+saying where, instead of an exception or a hang.
+"""
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from gdb_kprobe import target
+from gdb_kprobe.errors import KpError
+
+T = TypeVar("T")
+MAX_ELEMENTS = 100_000
+
+
+class Walk(Generic[T]):
+    """The elements reached, and a note when the walk had to stop early."""
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self.damage: str | None = None
+
+
+def walk(first: int, stop_at: int, fetch: Callable[[int], tuple[T, int]],
+         what: str, limit: int = MAX_ELEMENTS) -> Walk[T]:
+    """Follow next pointers from node `first` until `stop_at` (0 for hlist, the head for list).
+
+    `fetch(node)` returns (element, next node address).
+    """
+    result: Walk[T] = Walk()
+    seen: set[int] = set()
+    node = first
+    while node != stop_at:
+        if node in seen:
+            result.damage = f"{what}: cycle: node {node:#x} comes again after " \
+                            f"{len(result.items)} entries"
+            break
+        if len(result.items) >= limit:
+            result.damage = f"{what}: more than {limit} entries; stopped walking"
+            break
+        if not target.is_canonical(node):
+            result.damage = f"{what}: non-canonical next pointer {node:#x}"
+            break
+        seen.add(node)
+        try:
+            item, following = fetch(node)
+        except KpError as exc:
+            result.damage = f"{what}: {exc}"
+            break
+        result.items.append(item)
+        node = following
+    return result

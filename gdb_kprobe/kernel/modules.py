@@ -1,0 +1,126 @@
+"""Loaded kernel modules (`modules` list, struct module), as /proc/modules lists them.
+
+Module layouts differ between kernels: 6.1 has core_layout/init_layout, 6.4+ has
+`mem[MOD_MEM_NUM_TYPES]`; both are read through DWARF with has_field fallbacks.
+Symbol names inside a module come from the module's own kallsyms (`mod->kallsyms`),
+which is what the kernel itself uses for `%pS` and kprobes/list.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+from gdb_kprobe import symbols, target, types
+from gdb_kprobe.kernel import lists
+
+SHN_UNDEF = 0
+
+
+@dataclasses.dataclass
+class Module:
+    address: int
+    name: str
+    state: int
+    ranges: list[tuple[int, int]]       # (base, size) of each memory region
+    kallsyms: int                       # struct mod_kallsyms *
+    _symtab: list[tuple[int, int, int]] | None = None   # (value, name offset, shndx)
+    _strtab: int = 0
+
+    def contains(self, address: int) -> bool:
+        return any(base <= address < base + size for base, size in self.ranges)
+
+    def symbol(self, address: int) -> tuple[str, int, int] | None:
+        """(name, offset, size) like the kernel's find_kallsyms_symbol()."""
+        if self._symtab is None:
+            self._load_kallsyms()
+        best = None
+        next_value = None
+        for value, name_off, shndx in self._symtab[1:]:
+            if shndx == SHN_UNDEF or name_off == 0:
+                continue
+            if value <= address and (best is None or value > best[0]):
+                name = self._name(name_off)
+                if not name or _is_mapping_symbol(name):
+                    continue
+                best = (value, name)
+            if value > address and (next_value is None or value < next_value):
+                next_value = value
+        if best is None:
+            return None
+        size = (next_value - best[0]) if next_value else 0
+        return best[1], address - best[0], size
+
+    def address_of(self, name: str) -> int | None:
+        if self._symtab is None:
+            self._load_kallsyms()
+        for value, name_off, shndx in self._symtab[1:]:
+            if shndx != SHN_UNDEF and name_off and self._name(name_off) == name:
+                return value
+        return None
+
+    def _load_kallsyms(self) -> None:
+        layout = types.layout("struct mod_kallsyms")
+        view = layout.view(target.read(self.kallsyms, layout.size), self.kallsyms)
+        count = view.int("num_symtab")
+        symtab = view.ptr("symtab")
+        self._strtab = view.ptr("strtab")
+        if count > 100_000:
+            count = 0
+        raw = target.read(symtab, 24 * count) if count else b""
+        self._symtab = [(value, name_off, shndx) for name_off, _info, _other, shndx, value, _size
+                        in struct.iter_unpack("<IBBHQQ", raw)]
+
+    def _name(self, offset: int) -> str:
+        return target.read_cstring(self._strtab + offset, 128)
+
+
+def _is_mapping_symbol(name: str) -> bool:
+    return name.startswith("$") or (name.startswith(".L") and len(name) > 2)
+
+
+def _ranges(view: types.View) -> list[tuple[int, int]]:
+    layout = view.layout
+    ranges = []
+    if layout.has_field("mem"):                                # 6.4+
+        mem = layout.field("mem")
+        element = mem.type.strip_typedefs().target().strip_typedefs()
+        base_off = mem.offset + types.Layout("struct module_memory", element).offset("base")
+        size_off = mem.offset + types.Layout("struct module_memory", element).offset("size")
+        for index in range(mem.size // element.sizeof):
+            step = index * element.sizeof
+            base = struct.unpack_from("<Q", view.data, base_off + step)[0]
+            size = struct.unpack_from("<I", view.data, size_off + step)[0]
+            if base and size:
+                ranges.append((base, size))
+        return ranges
+    for region in ("core_layout", "init_layout", "data_layout"):   # 6.1
+        if layout.has_field(region):
+            base = view.ptr(f"{region}.base")
+            size = view.int(f"{region}.size")
+            if base and size:
+                ranges.append((base, size))
+    return ranges
+
+
+def read_modules() -> lists.Walk[Module]:
+    """All modules on the kernel's `modules` list, in list order."""
+    layout = types.layout("struct module")
+    head = symbols.kernel_address("modules")
+    list_offset = layout.offset("list")
+
+    def fetch(node: int) -> tuple[Module, int]:
+        address = node - list_offset
+        view = layout.view(target.read(address, layout.size), address)
+        module = Module(address=address, name=view.string("name"), state=view.int("state"),
+                        ranges=_ranges(view),
+                        kallsyms=view.ptr("kallsyms") if layout.has_field("kallsyms") else 0)
+        return module, view.ptr("list.next")
+
+    return lists.walk(target.read_u64(head), head, fetch, "modules list")
+
+
+def module_for(address: int, modules: list[Module]) -> Module | None:
+    for module in modules:
+        if module.contains(address):
+            return module
+    return None

@@ -1,0 +1,90 @@
+"""What kp-list shows about each registered probe, gathered from the model.
+
+`probe_rows()` follows show_kprobe_addr()/report_probe() in kernel/kprobes.c:
+one row per probe in bucket and hlist order, aggregates expanded into their
+children, the location looked up like kallsyms_lookup(). Rendering is elsewhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from gdb_kprobe.kernel import kprobes
+from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
+
+
+@dataclasses.dataclass
+class Details:
+    """The -v extras: handlers by name, owner, and kretprobe fields."""
+
+    owner: str
+    pre_handler: Location | None
+    post_handler: Location | None
+    kretprobe: kprobes.KretprobeInfo | None
+    ret_handler: Location | None
+    entry_handler: Location | None
+
+
+@dataclasses.dataclass
+class ProbeRow:
+    probe: kprobes.Kprobe
+    aggregate: kprobes.Kprobe | None
+    kind: str                        # "k" or "r", as kprobes/list prints
+    location: Location | None
+    details: Details | None = None
+
+    @property
+    def flags_probe(self) -> kprobes.Kprobe:
+        """OPTIMIZED and FTRACE come from the aggregate, GONE/DISABLED from the probe."""
+        return self.aggregate or self.probe
+
+
+@dataclasses.dataclass
+class Report:
+    rows: list[ProbeRow]
+    damage: list[str]
+
+
+def probe_rows(verbose: bool = False) -> Report:
+    table = kprobes.read_table()
+    symbolizer = Symbolizer()
+    rows = []
+    for probe, aggregate in table.reported():
+        kind = "r" if table.is_return_probe(probe) else "k"
+        row = ProbeRow(probe, aggregate, kind, symbolizer.lookup(probe.addr))
+        if verbose:
+            row.details = _details(row, table, symbolizer)
+        rows.append(row)
+    damage = table.damage
+    if symbolizer.damage:
+        damage.append(symbolizer.damage)
+    return Report(rows, damage)
+
+
+def _handler(address: int, symbolizer: Symbolizer) -> Location | None:
+    return symbolizer.lookup(address) if address else None
+
+
+def _details(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) -> Details:
+    probe = row.probe
+    kretprobe = kprobes.read_kretprobe(probe) if row.kind == "r" else None
+    event = kprobes.trace_event_name(probe, kretprobe, table.handlers)
+    if event:
+        owner = f"trace event {event}"
+    else:
+        module = None
+        for address in (probe.pre_handler, probe.post_handler,
+                        kretprobe.handler if kretprobe else 0,
+                        kretprobe.entry_handler if kretprobe else 0, probe.address):
+            if address:
+                module = symbolizer.module_for(address)
+                if module:
+                    break
+        owner = f"module {module.name}" if module else "kernel"
+    return Details(
+        owner=owner,
+        pre_handler=_handler(probe.pre_handler, symbolizer),
+        post_handler=_handler(probe.post_handler, symbolizer),
+        kretprobe=kretprobe,
+        ret_handler=_handler(kretprobe.handler, symbolizer) if kretprobe else None,
+        entry_handler=_handler(kretprobe.entry_handler, symbolizer) if kretprobe else None,
+    )

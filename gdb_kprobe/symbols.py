@@ -1,0 +1,155 @@
+"""Symbols from local files: the vmlinux's ELF symbol table, searched like kallsyms.
+
+Names for addresses never come from target memory for the kernel image: the
+vmlinux's `.symtab` is read once (lazily, on the first lookup) and searched with
+the same rules as the kernel's kallsyms (scripts/kallsyms.c), so `sym+0xoff`
+matches what /sys/kernel/debug/kprobes/list prints.
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import struct
+
+import gdb
+
+from gdb_kprobe.errors import KpError
+
+SHT_SYMTAB = 2
+SHN_UNDEF = 0
+SHN_ABS = 0xFFF1
+STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+STB_WEAK = 2
+# scripts/kallsyms.c leaves these out of kallsyms
+_IGNORED_PREFIXES = ("$", ".L", "__crc_", "__efistub_", "__kvm_nvhe_$", "__kvm_nvhe_.L",
+                     "__AArch64ADRPThunk_", "__ARMV5PILongThunk_", "__ARMV7PILongThunk_",
+                     "__ThumbV7PILongThunk_", "__LA25Thunk_", "__microLA25Thunk_")
+_IGNORED_NAMES = {"kallsyms_addresses", "kallsyms_offsets", "kallsyms_relative_base",
+                  "kallsyms_num_syms", "kallsyms_names", "kallsyms_markers",
+                  "kallsyms_token_table", "kallsyms_token_index", "kallsyms_seqs_of_names",
+                  "_SDA_BASE_", "_SDA2_BASE_"}
+
+
+class ElfSymbols:
+    """The sorted symbol table of one ELF file (vmlinux or a .ko)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.addresses: list[int] = []
+        self.names: list[str] = []
+        self.sizes: list[int] = []
+        self.by_name: dict[str, int] = {}
+        self.sections: list[str] = []          # section names by index (for .ko files)
+        self.section_of: list[int] = []
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as handle, \
+                    mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as image:
+                self._parse(image)
+        except (OSError, ValueError, struct.error) as exc:
+            raise KpError(f"cannot read the symbol table of {self.path}: {exc}") from None
+
+    def _parse(self, image: mmap.mmap) -> None:
+        if image[:4] != b"\x7fELF" or image[4] != 2:
+            raise ValueError("not a 64-bit ELF file")
+        shoff, = struct.unpack_from("<Q", image, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3A)
+        headers = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize)
+                   for i in range(shnum)]
+        shstr_off = headers[shstrndx][4]
+
+        def cstr(offset: int) -> str:
+            end = image.find(b"\0", offset)
+            return image[offset:end].decode("utf-8", "replace")
+
+        self.sections = [cstr(shstr_off + h[0]) for h in headers]
+        symtab = next((h for h in headers if h[1] == SHT_SYMTAB), None)
+        if symtab is None:
+            raise ValueError("no .symtab section (stripped?)")
+        strtab_off = headers[symtab[6]][4]
+        data = image[symtab[4]: symtab[4] + symtab[5]]
+        entries = []
+        for name_off, info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
+            kind = info & 0xF
+            if shndx == SHN_UNDEF or shndx == SHN_ABS or name_off == 0:
+                continue
+            if kind not in (STT_NOTYPE, STT_OBJECT, STT_FUNC):
+                continue
+            name = cstr(strtab_off + name_off)
+            if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
+                continue
+            weak = (info >> 4) == STB_WEAK
+            # kallsyms sorts aliases: strong first, then fewer leading underscores
+            entries.append((value, weak, len(name) - len(name.lstrip("_")), name, size, shndx))
+        entries.sort()
+        self.addresses = [e[0] for e in entries]
+        self.names = [e[3] for e in entries]
+        self.sizes = [e[4] for e in entries]
+        self.section_of = [e[5] for e in entries]
+        for index in range(len(entries) - 1, -1, -1):
+            self.by_name[self.names[index]] = index
+
+    def lookup(self, address: int) -> tuple[str, int, int] | None:
+        """(name, offset, size) of the symbol containing `address`, kallsyms style."""
+        index = bisect.bisect_right(self.addresses, address) - 1
+        if index < 0:
+            return None
+        start = self.addresses[index]
+        # the first of several aliases, as kallsyms' get_symbol_pos() does
+        first = bisect.bisect_left(self.addresses, start)
+        following = bisect.bisect_right(self.addresses, start)
+        size = (self.addresses[following] - start) if following < len(self.addresses) else 0
+        return self.names[first], address - start, size
+
+    def address_of(self, name: str) -> int | None:
+        index = self.by_name.get(name)
+        return None if index is None else self.addresses[index]
+
+
+_kernel: ElfSymbols | None = None
+_kernel_range: tuple[int, int] | None = None
+
+
+def _invalidate(*_args) -> None:
+    global _kernel, _kernel_range
+    _kernel = None
+    _kernel_range = None
+
+
+for _event in ("new_objfile", "clear_objfiles"):
+    _registry = getattr(gdb.events, _event, None)
+    if _registry is not None:
+        _registry.connect(_invalidate)
+
+
+def kernel() -> ElfSymbols:
+    """The symbol table of the vmlinux gdb has loaded."""
+    global _kernel
+    if _kernel is None:
+        path = gdb.current_progspace().filename
+        if path is None:
+            raise KpError("no kernel symbol file loaded; load the DWARF vmlinux first: "
+                          "file /path/to/vmlinux")
+        _kernel = ElfSymbols(path)
+    return _kernel
+
+
+def kernel_address(name: str) -> int:
+    """Address of a kernel symbol (static ones included) by name."""
+    address = kernel().address_of(name)
+    if address is None:
+        raise KpError(f"no symbol `{name}` in the kernel symbol file")
+    return address
+
+
+def in_kernel_image(address: int) -> bool:
+    """Is `address` inside the vmlinux image (_text.._end) rather than a module?"""
+    global _kernel_range
+    if _kernel_range is None:
+        table = kernel()
+        start = table.address_of("_text") or table.address_of("_stext") or 0
+        end = table.address_of("_end") or (table.addresses[-1] if table.addresses else 0)
+        _kernel_range = (start, end)
+    return _kernel_range[0] <= address < _kernel_range[1]

@@ -1,0 +1,96 @@
+"""Target access: guarded memory reads with a per-stop cache.
+
+Every read of kernel memory goes through `read()`. Reads are cached until the
+target resumes (or memory is written, or objfiles change), so a command that
+walks a table and then decodes the same objects again costs no extra packets
+over a slow gdbstub link. `stats` counts the reads that reached gdb.
+"""
+from __future__ import annotations
+
+import struct
+
+import gdb
+
+from gdb_kprobe.errors import KpError
+
+_cache: dict[tuple[int, int], bytes] = {}
+stats = {"reads": 0, "bytes": 0}
+
+
+def _invalidate(*_args) -> None:
+    _cache.clear()
+
+
+for _event in ("cont", "stop", "memory_changed", "exited", "new_objfile", "clear_objfiles",
+               "inferior_call"):
+    _registry = getattr(gdb.events, _event, None)
+    if _registry is not None:
+        _registry.connect(_invalidate)
+
+
+def is_canonical(address: int) -> bool:
+    """x86_64 canonical with 5-level paging (bits 63..56 equal); 4-level is a subset.
+
+    A pointer that is only 57-bit canonical on a 4-level kernel still fails to read.
+    """
+    top = address >> 56
+    return top == 0 or top == 0xFF
+
+
+def read(address: int, size: int) -> bytes:
+    """Read `size` bytes of target memory; KpError with the address when unreadable."""
+    key = (address, size)
+    data = _cache.get(key)
+    if data is not None:
+        return data
+    if not is_canonical(address):
+        raise KpError(f"non-canonical address {address:#x}")
+    try:
+        data = bytes(gdb.selected_inferior().read_memory(address, size))
+    except gdb.MemoryError as exc:
+        raise KpError(f"cannot read {size} bytes at {address:#x}: {exc}") from None
+    except gdb.error as exc:
+        raise KpError(f"cannot read target memory at {address:#x}: {exc}") from None
+    stats["reads"] += 1
+    stats["bytes"] += size
+    _cache[key] = data
+    return data
+
+
+def read_u64(address: int) -> int:
+    return struct.unpack("<Q", read(address, 8))[0]
+
+
+def read_cstring(address: int, limit: int = 256) -> str:
+    """A NUL-terminated string (read in one go, up to `limit` bytes)."""
+    data = read(address, limit)
+    end = data.find(b"\0")
+    return data[: end if end >= 0 else limit].decode("utf-8", "replace")
+
+
+# -- guards -----------------------------------------------------------------------------
+
+def require_symbols() -> None:
+    if gdb.current_progspace().filename is None:
+        raise KpError("no kernel symbol file loaded; load the DWARF vmlinux first: "
+                      "file /path/to/vmlinux")
+
+
+def require_stopped_target() -> None:
+    """Attached (live or core) and not running."""
+    running = KpError("the target is running; interrupt it first (Ctrl-C or `interrupt`)")
+    inferior = gdb.selected_inferior()
+    thread = gdb.selected_thread()      # local state: asks the remote nothing
+    if inferior.pid == 0 or thread is None:
+        raise KpError("not attached to a kernel; connect to it first: "
+                      "target remote 127.0.0.1:PORT (QEMU's gdbstub)")
+    if thread.is_running():
+        raise running
+    try:
+        threads = inferior.threads()    # refreshes from the remote: refused while running
+    except gdb.error as exc:
+        if "running" in str(exc):
+            raise running from None
+        raise KpError(f"cannot talk to the target: {exc}") from None
+    if any(t.is_running() for t in threads):
+        raise running

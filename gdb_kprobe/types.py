@@ -1,0 +1,174 @@
+"""Struct layouts from the kernel's DWARF, resolved at run time and cached per objfile.
+
+`layout("struct kprobe")` gives field offsets and sizes, so an object read in one
+memory read can be decoded from its bytes (`Layout.view`) instead of asking gdb
+for one field at a time. Fields that moved or vanished between kernel versions are
+handled with `has_field` fallbacks by the callers: there are no hard-coded offsets.
+"""
+from __future__ import annotations
+
+import struct
+
+import gdb
+
+from gdb_kprobe.errors import KpError
+
+_layouts: dict[str, "Layout"] = {}
+
+
+def _invalidate(*_args) -> None:
+    _layouts.clear()
+
+
+for _event in ("new_objfile", "clear_objfiles"):
+    _registry = getattr(gdb.events, _event, None)
+    if _registry is not None:
+        _registry.connect(_invalidate)
+
+
+def lookup_type(name: str) -> gdb.Type:
+    try:
+        return gdb.lookup_type(name)
+    except gdb.error:
+        pass
+    # `struct foo` may only be reachable through its tag
+    if name.startswith("struct "):
+        try:
+            return gdb.lookup_type(name[len("struct "):]).strip_typedefs()
+        except gdb.error:
+            pass
+    raise KpError(f"type `{name}` is not in the symbol file's debug info; load the DWARF "
+                  "vmlinux of the running kernel (the linux-image-<ver>-dbg package)")
+
+
+class Field:
+    __slots__ = ("offset", "size", "type", "signed", "bitpos", "bitsize")
+
+    def __init__(self, offset: int, gdb_type: gdb.Type, bitpos: int = 0, bitsize: int = 0):
+        self.offset = offset
+        self.type = gdb_type
+        stripped = gdb_type.strip_typedefs()
+        self.size = stripped.sizeof
+        self.signed = stripped.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_ENUM) \
+            and stripped.is_signed
+        self.bitpos = bitpos
+        self.bitsize = bitsize
+
+
+_INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+class Layout:
+    """Offsets of (nested) fields of one struct type, by dotted path: `rp.kp.addr`."""
+
+    def __init__(self, name: str, gdb_type: gdb.Type) -> None:
+        self.name = name
+        self.type = gdb_type.strip_typedefs()
+        self.size = self.type.sizeof
+        self._fields: dict[str, Field | None] = {}
+
+    def field(self, path: str) -> Field:
+        found = self._find(path)
+        if found is None:
+            raise KpError(f"`{self.name}` has no field `{path}` in this kernel's debug info")
+        return found
+
+    def has_field(self, path: str) -> bool:
+        return self._find(path) is not None
+
+    def offset(self, path: str) -> int:
+        return self.field(path).offset
+
+    def _find(self, path: str) -> Field | None:
+        if path in self._fields:
+            return self._fields[path]
+        current = self.type
+        offset = 0
+        found: Field | None = None
+        parts = path.split(".")
+        for index, part in enumerate(parts):
+            match = _member(current, part)
+            if match is None:
+                found = None
+                break
+            member, member_offset = match
+            offset += member_offset
+            if member.bitsize and index == len(parts) - 1:
+                found = Field(offset, member.type, member.bitpos % 8, member.bitsize)
+                break
+            current = member.type.strip_typedefs()
+            if index == len(parts) - 1:
+                found = Field(offset, member.type)
+        self._fields[path] = found
+        return found
+
+    def view(self, data: bytes, address: int = 0) -> "View":
+        return View(self, data, address)
+
+
+def _member(struct_type: gdb.Type, name: str):
+    """Find a member by name, looking through anonymous structs/unions."""
+    if struct_type.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+        return None
+    for field in struct_type.fields():
+        if field.name == name:
+            return field, field.bitpos // 8
+        if not field.name and field.type is not None:
+            inner = field.type.strip_typedefs()
+            match = _member(inner, name)
+            if match is not None:
+                return match[0], field.bitpos // 8 + match[1]
+    return None
+
+
+class View:
+    """A struct decoded from its bytes: `view.u("flags")`, `view.ptr("addr")`."""
+
+    __slots__ = ("layout", "data", "address")
+
+    def __init__(self, layout: Layout, data: bytes, address: int) -> None:
+        self.layout = layout
+        self.data = data
+        self.address = address
+
+    def int(self, path: str) -> int:
+        field = self.layout.field(path)
+        fmt = _INT_FORMATS.get(field.size)
+        if fmt is None:
+            raise KpError(f"field `{path}` of `{self.layout.name}` is not an integer")
+        if field.signed:
+            fmt = fmt.lower()
+        value = struct.unpack_from("<" + fmt, self.data, field.offset)[0]
+        if field.bitsize:
+            value = (value >> field.bitpos) & ((1 << field.bitsize) - 1)
+        return value
+
+    ptr = int
+
+    def bytes(self, path: str) -> bytes:
+        field = self.layout.field(path)
+        return self.data[field.offset: field.offset + field.size]
+
+    def string(self, path: str) -> str:
+        raw = self.bytes(path)
+        end = raw.find(b"\0")
+        return raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+
+    def addr_of(self, path: str) -> int:
+        """Target address of a field (for embedded list heads)."""
+        return self.address + self.layout.offset(path)
+
+
+def layout(name: str) -> Layout:
+    found = _layouts.get(name)
+    if found is None:
+        found = Layout(name, lookup_type(name))
+        _layouts[name] = found
+    return found
+
+
+def try_layout(name: str) -> Layout | None:
+    try:
+        return layout(name)
+    except KpError:
+        return None

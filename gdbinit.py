@@ -1,0 +1,12 @@
+"""gdb-kprobe: `source gdbinit.py` inside gdb (plain gdb 13+, or after pwndbg's gdbinit).
+
+Only puts the package on sys.path and imports it; the package registers the kp-* commands.
+"""
+import os
+import sys
+
+_root = os.path.dirname(os.path.abspath(os.path.expanduser(__file__)))
+if _root not in sys.path:
+    sys.path.insert(0, _root)
+
+import gdb_kprobe  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,117 @@
+"""Test harness: lab kernels booted in QEMU with gdb attached (e2e), and a gdb stub (unit).
+
+`--kernels 6.1,6.12` picks the lab kernels the e2e tests run on (each test runs on each);
+`--gdb PATH` picks the gdb binary.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import types
+
+import pytest
+
+from qemu import kernels
+from qemu.lab import Gdb, Lab
+
+LIST = "/sys/kernel/debug/kprobes/list"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kernels", default=",".join(kernels.KERNELS),
+                     help="comma-separated lab kernels for the e2e tests")
+    parser.addoption("--gdb", default="gdb", help="gdb binary for the e2e tests")
+
+
+def pytest_generate_tests(metafunc):
+    if "kernel" in metafunc.fixturenames:
+        names = [k for k in metafunc.config.getoption("--kernels").split(",") if k]
+        metafunc.parametrize("kernel", names, scope="module")
+
+
+@pytest.fixture(scope="session")
+def gdb_binary(request) -> str:
+    return request.config.getoption("--gdb")
+
+
+class Session:
+    """A booted lab and one attached gdb, with helpers to compare the two views."""
+
+    def __init__(self, lab: Lab, gdb: Gdb) -> None:
+        self.lab = lab
+        self.gdb = gdb
+        self.running = False
+
+    def guest(self, command: str, **kwargs) -> str:
+        """Run a guest shell command (the guest must be running for that)."""
+        self.resume()
+        return self.lab.guest.run(command, **kwargs)
+
+    def resume(self) -> None:
+        if not self.running:
+            self.gdb.resume()
+            self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.gdb.interrupt()
+            self.running = False
+
+    def gdb_cmd(self, command: str) -> str:
+        self.stop()
+        return self.gdb.execute(command)
+
+    def stable_list(self, attempts: int = 20) -> str:
+        """The debugfs list once it no longer changes (the optimizer works asynchronously)."""
+        previous = self.guest(f"cat {LIST}")
+        for _ in range(attempts):
+            time.sleep(0.3)
+            current = self.guest(f"cat {LIST}")
+            if current == previous:
+                return current
+            previous = current
+        raise AssertionError(f"{LIST} kept changing")
+
+    def list_pair(self) -> tuple[str, str]:
+        """(debugfs list, kp-list) taken at the same stop: the list before and after the
+        stop must agree, otherwise try again."""
+        for _ in range(5):
+            before = self.stable_list()
+            ours = self.gdb_cmd("kp-list")
+            after = self.guest(f"cat {LIST}")
+            if before == after:
+                return before, ours
+        raise AssertionError("the probe list changed around every stop")
+
+
+@pytest.fixture(scope="module")
+def session(kernel, gdb_binary):
+    """One lab per kernel and test module; tests in a module share it, in order."""
+    lab = Lab(kernel)
+    lab.start()
+    gdb = lab.gdb(gdb_binary=gdb_binary)
+    yield Session(lab, gdb)
+    lab.stop()
+
+
+@pytest.fixture
+def fake_gdb(monkeypatch):
+    """A stand-in `gdb` module for pure-logic unit tests of gdb_kprobe modules."""
+    registry = types.SimpleNamespace(connect=lambda *_: None)
+    fake = types.ModuleType("gdb")
+    fake.events = types.SimpleNamespace(**{n: registry for n in (
+        "cont", "stop", "memory_changed", "exited", "new_objfile", "clear_objfiles",
+        "inferior_call")})
+    fake.error = type("error", (RuntimeError,), {})
+    fake.MemoryError = type("MemoryError", (fake.error,), {})
+    fake.GdbError = type("GdbError", (Exception,), {})
+    monkeypatch.setitem(sys.modules, "gdb", fake)
+    for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
+        monkeypatch.delitem(sys.modules, name)
+    return fake
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
