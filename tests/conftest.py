@@ -105,6 +105,13 @@ def fake_gdb(monkeypatch):
     fake.error = type("error", (RuntimeError,), {})
     fake.MemoryError = type("MemoryError", (fake.error,), {})
     fake.GdbError = type("GdbError", (Exception,), {})
+    # importing gdb_kprobe registers its commands and settings: let that be a no-op
+    fake.Command = type("Command", (), {"__init__": lambda self, *a, **k: None})
+    fake.Parameter = type("Parameter", (), {"__init__": lambda self, *a, **k: None})
+    for index, name in enumerate(("COMMAND_DATA", "COMMAND_USER", "COMMAND_MAINTENANCE",
+                                  "COMMAND_SUPPORT", "PARAM_BOOLEAN", "PARAM_ENUM",
+                                  "COMPLETE_NONE", "COMPLETE_SYMBOL", "COMPLETE_FILENAME")):
+        setattr(fake, name, index)
     monkeypatch.setitem(sys.modules, "gdb", fake)
     for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
         monkeypatch.delitem(sys.modules, name)
