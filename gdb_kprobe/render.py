@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from gdb_kprobe.colour import PLAIN, Palette
 from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.report import ProbeRow
 
@@ -54,11 +55,144 @@ def verbose_lines(row: ProbeRow) -> list[str]:
     return lines
 
 
-def probe_list(rows: list[ProbeRow], damage: list[str]) -> str:
+def probe_list(rows: list[ProbeRow], damage: list[str], numbered: bool = False) -> str:
     out = []
-    for row in rows:
-        out.append(debugfs_line(row))
+    for index, row in enumerate(rows, start=1):
+        line = debugfs_line(row)
+        out.append(f"#{index:<3} {line}" if numbered else line)
         out.extend(verbose_lines(row))
+    for note in damage:
+        out.append(f"warning: damaged list: {note}")
+    return "".join(line + "\n" for line in out)
+
+
+# -- kp-show ------------------------------------------------------------------------------
+
+def _insn_lines(insns, palette: Palette, indent: str = "      ",
+                marker: dict | None = None) -> list[str]:
+    lines = []
+    for insn in insns:
+        raw = " ".join(f"{b:02x}" for b in insn.raw)
+        note = (marker or {}).get(insn.address, "")
+        lines.append(f"{indent}{insn.address:016x}:  {raw:<24} {palette.asm(insn.asm)}{note}")
+    return lines
+
+
+def _field_value(field) -> str:
+    if isinstance(field.value, list):
+        return "{" + ", ".join(f"{name}={_number(value)}" for name, value in field.value) + "}"
+    text = _number(field.value)
+    if field.location is not None:
+        text += f"  <{_where(field.location, field.value)}>"
+    if field.string is not None:
+        text += f'  "{field.string}"'
+    return text
+
+
+def _number(value: int) -> str:
+    return f"{value:#x}" if value > 9 else str(value)
+
+
+def probe_anatomy(anatomy, palette: Palette = PLAIN) -> str:
+    from gdb_kprobe.kernel import anatomy as model   # for constants only
+    out = []
+    place = str(anatomy.location) if anatomy.location else f"{anatomy.address:#x}"
+    count = len(anatomy.probes)
+    kinds = "aggregate of " if anatomy.aggregate else ""
+    out.append(palette.heading(f"{place} ({anatomy.address:#x}): {kinds}{count} "
+                              f"probe{'s' if count != 1 else ''}"))
+    patch = anatomy.patch
+    out.append(f"  mechanism: {palette.flag(patch.mechanism)}: {patch.explanation}")
+    if patch.original is not None:
+        out.append("  vmlinux file:")
+        out.extend(_insn_lines(patch.original, palette))
+    else:
+        out.append("  vmlinux file: (not in the kernel image: module code)")
+    out.append("  live memory:")
+    goal = ""
+    if patch.target is not None:
+        goal = f"   -> {_where(patch.target_location, patch.target)}"
+    out.extend(_insn_lines(patch.live, palette, marker={i.address: goal for i in patch.live[:1]}))
+    out.append(f"  saved opcode (kprobe.opcode): {anatomy.saved_opcode:#04x}")
+    step = anatomy.single_step
+    if step is None:
+        out.append("  single-step copy (ainsn.insn): none (ftrace-based probes are not single-"
+                   "stepped)")
+    else:
+        extra = []
+        if step.size is not None:
+            extra.append(f"size {step.size}")
+        if step.boostable is not None:
+            extra.append(f"boostable {step.boostable}")
+        out.append(f"  single-step copy (ainsn.insn @ {step.slot:#x}, {', '.join(extra)}):")
+        out.extend(_insn_lines(step.insns, palette))
+    opt = anatomy.optimized
+    if opt is not None:
+        out.append(f"  optprobe detour buffer (optinsn.insn @ {opt.detour:#x}; {opt.copied_size} "
+                   f"bytes of original instructions copied to its end):")
+        out.extend(_insn_lines(opt.detour_code, palette))
+    if anatomy.aggregate:
+        out.append(f"  aggregate: struct kprobe @ {anatomy.entry.address:#x} "
+                   f"(pre_handler aggr_pre_handler), flags "
+                   f"{'|'.join(anatomy.entry.flag_names()) or '0'}")
+    for index, probe in enumerate(anatomy.probes, start=1):
+        out.append("")
+        kind = "return probe (kretprobe)" if probe.row.kind == "r" else "kprobe"
+        out.append(palette.heading(f"probe {index} of {count}: {kind}, owner: "
+                                  f"{probe.details.owner}"))
+        if probe.details.event is not None:
+            hits = "?" if probe.trace_hits is None else probe.trace_hits
+            misses = probe.row.probe.nmissed + (kret.nmissed if (kret := probe.details.kretprobe)
+                                                else 0)
+            out.append(f"  trace event {probe.details.event.name}: struct trace_kprobe @ "
+                       f"{probe.details.event.address:#x}, hits {hits}, misses {misses} "
+                       "(as kprobe_profile counts them)")
+        out.append(f"  struct kprobe @ {probe.row.probe.address:#x}")
+        width = max(len(f.name) for f in probe.fields)
+        for field in probe.fields:
+            value = _field_value(field)
+            if field.name == "flags":
+                value += f"  ({'|'.join(probe.row.probe.flag_names()) or 'none'})"
+            out.append(f"    {field.name:<{width}}  {value}")
+        kret = probe.details.kretprobe
+        if kret is not None:
+            out.append(f"  struct kretprobe @ {kret.address:#x}")
+            out.append(f"    handler        {_where(probe.details.ret_handler, kret.handler)}")
+            out.append(f"    entry_handler  {_where(probe.details.entry_handler, kret.entry_handler)}")
+            out.append(f"    maxactive      {kret.maxactive}")
+            out.append(f"    nmissed        {kret.nmissed}")
+            out.append(f"    data_size      {kret.data_size}")
+            inst = probe.instances
+            if kret.rethook:
+                usage = "unknown"
+                if inst is not None and inst.in_use is not None:
+                    usage = f"{inst.in_use} in use, {inst.free} free of {inst.total}"
+                out.append(f"    rethook        {kret.rethook:#x}  instances: {usage} "
+                           f"({inst.pool if inst else '?'})")
+    out.append("")
+    out.append(palette.heading("per-CPU kprobe state (current_kprobe, kprobe_ctlblk.kprobe_status):"))
+    if not anatomy.cpus:
+        out.append("  unavailable")
+    for cpu in anatomy.cpus:
+        status = model.KPROBE_STATUS.get(cpu.status, f"{cpu.status:#x}?")
+        if not cpu.current:
+            # kprobe_status keeps its last value once handling is over
+            out.append(f"  cpu{cpu.cpu}: not handling a kprobe (current_kprobe NULL; "
+                       f"last kprobe_status {status})")
+            continue
+        this = "  <- this probe" if cpu.is_this_probe else ""
+        out.append(f"  cpu{cpu.cpu}: current_kprobe {cpu.current:#x}, {status}{this}")
+    for note in anatomy.damage:
+        out.append(f"warning: {note}")
+    return "".join(line + "\n" for line in out)
+
+
+def module_list(rows, damage: list[str]) -> str:
+    out = [f"{'module':<24} {'struct module':<18} {'text':<18} {'size':>8}  symbols"]
+    for module, path, state in rows:
+        base, size = module.ranges[0] if module.ranges else (0, 0)
+        symbols = f"{path} ({state})" if path and state else (path or "no .ko in the search path")
+        out.append(f"{module.name:<24} {module.address:#018x} {base:#018x} {size:>8}  {symbols}")
     for note in damage:
         out.append(f"warning: damaged list: {note}")
     return "".join(line + "\n" for line in out)

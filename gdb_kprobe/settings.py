@@ -21,13 +21,42 @@ class _DebugParameter(gdb.Parameter):
         return f"kp-debug is {value}."
 
 
+class _ColourParameter(gdb.Parameter):
+    """Colour in kp-* output: on, off, or auto (on when gdb's styling is on)."""
+
+    set_doc = "Set colouring of kp-* output (on, off, auto)."
+    show_doc = "Show colouring of kp-* output."
+
+    def __init__(self) -> None:
+        super().__init__("kp-color", gdb.COMMAND_SUPPORT, gdb.PARAM_ENUM, ["auto", "on", "off"])
+        self.value = "auto"
+
+    def get_set_string(self) -> str:
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-color is {value}."
+
+
 _debug: _DebugParameter | None = None
+_colour: _ColourParameter | None = None
 
 
 def register() -> None:
-    global _debug
+    global _debug, _colour
     if _debug is None:
         _debug = _DebugParameter()
+        _colour = _ColourParameter()
+
+
+def colour() -> bool:
+    value = _colour.value if _colour else "off"
+    if value == "auto":
+        try:
+            return bool(gdb.parameter("style enabled"))
+        except (gdb.error, RuntimeError):
+            return False
+    return value == "on"
 
 
 def debug() -> bool:

@@ -99,8 +99,11 @@ class ElfSymbols:
         start = self.addresses[index]
         # the first of several aliases, as kallsyms' get_symbol_pos() does
         first = bisect.bisect_left(self.addresses, start)
-        following = bisect.bisect_right(self.addresses, start)
-        size = (self.addresses[following] - start) if following < len(self.addresses) else 0
+        # ELF st_size (the function itself, without padding) when the symbol has one
+        size = self.sizes[first]
+        if not size:
+            following = bisect.bisect_right(self.addresses, start)
+            size = (self.addresses[following] - start) if following < len(self.addresses) else 0
         return self.names[first], address - start, size
 
     def address_of(self, name: str) -> int | None:
@@ -113,7 +116,10 @@ _kernel_range: tuple[int, int] | None = None
 
 
 def _invalidate(*_args) -> None:
+    # Module symbol files added later do not change the kernel's table.
     global _kernel, _kernel_range
+    if _kernel is not None and _kernel.path == gdb.current_progspace().filename:
+        return
     _kernel = None
     _kernel_range = None
 

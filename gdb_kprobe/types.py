@@ -42,7 +42,8 @@ def lookup_type(name: str) -> gdb.Type:
 
 
 class Field:
-    __slots__ = ("offset", "size", "type", "signed", "bitpos", "bitsize")
+    __slots__ = ("offset", "size", "type", "signed", "bitpos", "bitsize", "is_scalar",
+                 "is_code_pointer", "is_char_pointer")
 
     def __init__(self, offset: int, gdb_type: gdb.Type, bitpos: int = 0, bitsize: int = 0):
         self.offset = offset
@@ -53,6 +54,14 @@ class Field:
             and stripped.is_signed
         self.bitpos = bitpos
         self.bitsize = bitsize
+        self.is_scalar = stripped.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_ENUM,
+                                           gdb.TYPE_CODE_PTR, gdb.TYPE_CODE_BOOL,
+                                           gdb.TYPE_CODE_CHAR)
+        pointee = stripped.target().strip_typedefs() if stripped.code == gdb.TYPE_CODE_PTR \
+            else None
+        self.is_code_pointer = pointee is not None and pointee.code == gdb.TYPE_CODE_FUNC
+        # `char *` only: kprobe_opcode_t * (u8 *) points at code, not at a string
+        self.is_char_pointer = pointee is not None and pointee.unqualified().name == "char"
 
 
 _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -72,6 +81,25 @@ class Layout:
         if found is None:
             raise KpError(f"`{self.name}` has no field `{path}` in this kernel's debug info")
         return found
+
+    def field_names(self) -> list[str]:
+        """Top-level member names, in declaration order."""
+        return [f.name for f in self.type.fields() if f.name]
+
+    def member_names(self, path: str) -> list[str]:
+        """Named members of the struct at `path` (anonymous unions looked through)."""
+        struct_type = self.field(path).type.strip_typedefs()
+        names: list[str] = []
+
+        def collect(current: gdb.Type) -> None:
+            for member in current.fields():
+                if member.name:
+                    names.append(member.name)
+                elif member.type is not None:
+                    collect(member.type.strip_typedefs())
+        if struct_type.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            collect(struct_type)
+        return names
 
     def has_field(self, path: str) -> bool:
         return self._find(path) is not None

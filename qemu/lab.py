@@ -64,12 +64,21 @@ class Guest:
 
     def run(self, command: str, timeout: float = 60, check: bool = True) -> str:
         """Run a shell command in the guest; return its output (stdout+stderr, \\n ends)."""
+        return self.wait(self.send(command), timeout, check, command)
+
+    def send(self, command: str) -> int:
+        """Start a command without waiting (for commands that will hit a breakpoint)."""
         self._seq += 1
-        n = self._seq
         # The markers are split with "" so the echoed command line never matches them.
-        self.console.sendline(f'echo KP-B""EGIN-{n}; {command} 2>&1; echo KP-E""ND-{n}-$?')
-        self.console.expect(f"KP-BEGIN-{n}\r?\n", timeout=timeout)
-        self.console.expect(rf"KP-END-{n}-(\d+)", timeout=timeout)
+        self.console.sendline(f'echo KP-B""EGIN-{self._seq}; {command} 2>&1; '
+                              f'echo KP-E""ND-{self._seq}-$?')
+        return self._seq
+
+    def wait(self, token: int, timeout: float = 60, check: bool = True,
+             command: str = "") -> str:
+        """The output of a command started with send()."""
+        self.console.expect(f"KP-BEGIN-{token}\r?\n", timeout=timeout)
+        self.console.expect(rf"KP-END-{token}-(\d+)", timeout=timeout)
         output = self.console.before.replace("\r\n", "\n").replace("\r", "")
         rc = int(self.console.match.group(1))
         if check and rc != 0:
@@ -114,6 +123,12 @@ class Gdb:
         """Let the guest run (gdb waits in the foreground until interrupt())."""
         self.child.sendline("continue")
         self.child.expect_exact("Continuing.")
+
+    def wait_prompt(self, timeout: float = 60) -> str:
+        """After resume(): wait until the target stops by itself (a breakpoint) and gdb
+        is back at its prompt; return what gdb printed."""
+        self.child.expect_exact(self.PROMPT, timeout=timeout)
+        return self.child.before.replace("\r\n", "\n").replace("\r", "")
 
     def wait_for_stop(self, timeout: float = 30) -> str:
         """After `interrupt` of a `continue &`: wait for the asynchronous stop report."""
@@ -266,6 +281,9 @@ class Lab:
             args += ["-ex", f"source {GDBINIT}"]
         if attach:
             args += ["-ex", f"target remote 127.0.0.1:{self.gdb_port}"]
+            if plugin and self.modules_dir:
+                # the lab knows where it built the modules: give gdb their symbols
+                args += ["-ex", f"kp-modules --load {self.modules_dir}"]
         return args
 
     def gdb(self, gdb_binary: str = "gdb", attach: bool = True, plugin: bool = True,
@@ -280,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make lab", description=(
         "Boot a lab kernel in QEMU with a scenario of kprobes and attach gdb with gdb-kprobe."))
     parser.add_argument("--kernel", default=os.environ.get("KERNEL") or kernels.DEFAULT_KERNEL,
-                        choices=sorted(kernels.KERNELS))
+                        choices=kernels.names())
     parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or "default")
     parser.add_argument("--kvm", action="store_true",
                         help="use KVM (dies on the first int3 on hypervisors that don't pass it through)")

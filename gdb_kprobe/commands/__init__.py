@@ -11,6 +11,8 @@ class KpPrefix(gdb.Command):
 
 Commands:
   kp-list     the registered kprobes, as /sys/kernel/debug/kprobes/list shows them
+  kp-show     how the probes at one place are built, from live kernel memory
+  kp-modules  loaded modules; load their .ko symbols into gdb
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -26,6 +28,10 @@ def register_all() -> None:
     if _registered:
         return
     from gdb_kprobe.commands.kp_list import KpList
+    from gdb_kprobe.commands.kp_modules import KpModules
+    from gdb_kprobe.commands.kp_show import KpShow
     KpPrefix()
     KpList()
+    KpShow()
+    KpModules()
     _registered = True

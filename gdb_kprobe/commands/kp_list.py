@@ -7,7 +7,7 @@ import gdb
 
 from gdb_kprobe import render, target
 from gdb_kprobe.commands.base import KpCommand
-from gdb_kprobe.kernel import report
+from gdb_kprobe.kernel import listing, report
 
 
 class KpList(KpCommand):
@@ -26,6 +26,8 @@ class KpList(KpCommand):
                             help="only probes in module NAME or owned by it")
         parser.add_argument("-t", "--type", choices=("k", "r"),
                             help="only kprobes (k) or return probes (r)")
+        parser.add_argument("-n", "--numbered", action="store_true",
+                            help="number the lines; kp-show #N then shows line N")
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
@@ -37,7 +39,8 @@ class KpList(KpCommand):
         if not args.verbose:
             for row in rows:
                 row.details = None
-        gdb.write(render.probe_list(rows, result.damage))
+        listing.remember([row.probe.addr for row in rows])
+        gdb.write(render.probe_list(rows, result.damage, numbered=args.numbered))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

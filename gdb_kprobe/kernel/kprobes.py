@@ -196,6 +196,7 @@ class KretprobeInfo:
     maxactive: int
     nmissed: int
     data_size: int
+    rethook: int              # struct rethook * (0 on kernels before rethook)
 
 
 def read_kretprobe(probe: Kprobe) -> KretprobeInfo:
@@ -203,12 +204,22 @@ def read_kretprobe(probe: Kprobe) -> KretprobeInfo:
     address = probe.address - layout.offset("kp")
     view = layout.view(target.read(address, layout.size), address)
     return KretprobeInfo(address, view.ptr("handler"), view.ptr("entry_handler"),
-                         view.int("maxactive"), view.int("nmissed"), view.int("data_size"))
+                         view.int("maxactive"), view.int("nmissed"), view.int("data_size"),
+                         view.ptr("rh") if layout.has_field("rh") else 0)
 
 
-def trace_event_name(probe: Kprobe, kretprobe: KretprobeInfo | None,
-                     handlers: Handlers) -> str | None:
-    """`group/event` when the probe belongs to a kprobe_events trace event."""
+@dataclasses.dataclass
+class TraceEvent:
+    """The kprobe_events trace event (struct trace_kprobe) a probe belongs to."""
+
+    name: str                 # group/event
+    address: int              # struct trace_kprobe
+    nhit: int                 # unsigned long __percpu *: the hits kprobe_profile sums
+
+
+def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
+                handlers: Handlers) -> TraceEvent | None:
+    """The trace event when the probe was made through kprobe_events, else None."""
     from_trace = (handlers.kprobe_dispatcher is not None
                   and probe.pre_handler == handlers.kprobe_dispatcher) or \
         (kretprobe is not None and handlers.kretprobe_dispatcher is not None
@@ -223,4 +234,12 @@ def trace_event_name(probe: Kprobe, kretprobe: KretprobeInfo | None,
     event_view = event.view(target.read(event_ptr, event.size), event_ptr)
     group = target.read_cstring(event_view.ptr("class.system"), 64)
     name = target.read_cstring(event_view.ptr("call.name"), 64)
-    return f"{group}/{name}"
+    return TraceEvent(f"{group}/{name}", address, view.ptr("nhit") if tk.has_field("nhit") else 0)
+
+
+def trace_hits(event: TraceEvent) -> int | None:
+    """Sum of the per-CPU hit counters, as /sys/kernel/tracing/kprobe_profile prints."""
+    if not event.nhit:
+        return None
+    from gdb_kprobe.kernel import percpu
+    return sum(target.read_u64(event.nhit + offset) for offset in percpu.offsets())

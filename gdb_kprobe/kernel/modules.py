@@ -124,3 +124,26 @@ def module_for(address: int, modules: list[Module]) -> Module | None:
         if module.contains(address):
             return module
     return None
+
+
+def sections(module: Module) -> dict[str, int]:
+    """Section name → load address, from mod->sect_attrs (/sys/module/<m>/sections)."""
+    layout = types.layout("struct module")
+    view = layout.view(target.read(module.address, layout.size), module.address)
+    attrs_ptr = view.ptr("sect_attrs") if layout.has_field("sect_attrs") else 0
+    if not attrs_ptr:
+        return {}
+    attrs = types.layout("struct module_sect_attrs")
+    count = struct.unpack("<I", target.read(attrs_ptr + attrs.offset("nsections"), 4))[0]
+    if count > 1000:
+        return {}
+    attr = types.layout("struct module_sect_attr")
+    first = attrs_ptr + attrs.offset("attrs")
+    raw = target.read(first, attr.size * count) if count else b""
+    found = {}
+    for index in range(count):
+        item = attr.view(raw[index * attr.size:(index + 1) * attr.size], first + index * attr.size)
+        name_ptr = item.ptr("battr.attr.name")
+        if name_ptr:
+            found[target.read_cstring(name_ptr, 64)] = item.ptr("address")
+    return found

@@ -17,6 +17,7 @@ class Details:
     """The -v extras: handlers by name, owner, and kretprobe fields."""
 
     owner: str
+    event: kprobes.TraceEvent | None
     pre_handler: Location | None
     post_handler: Location | None
     kretprobe: kprobes.KretprobeInfo | None
@@ -52,7 +53,7 @@ def probe_rows(verbose: bool = False) -> Report:
         kind = "r" if table.is_return_probe(probe) else "k"
         row = ProbeRow(probe, aggregate, kind, symbolizer.lookup(probe.addr))
         if verbose:
-            row.details = _details(row, table, symbolizer)
+            row.details = details_for(row, table, symbolizer)
         rows.append(row)
     damage = table.damage
     if symbolizer.damage:
@@ -64,12 +65,12 @@ def _handler(address: int, symbolizer: Symbolizer) -> Location | None:
     return symbolizer.lookup(address) if address else None
 
 
-def _details(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) -> Details:
+def details_for(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) -> Details:
     probe = row.probe
     kretprobe = kprobes.read_kretprobe(probe) if row.kind == "r" else None
-    event = kprobes.trace_event_name(probe, kretprobe, table.handlers)
+    event = kprobes.trace_event(probe, kretprobe, table.handlers)
     if event:
-        owner = f"trace event {event}"
+        owner = f"trace event {event.name}"
     else:
         module = None
         for address in (probe.pre_handler, probe.post_handler,
@@ -82,6 +83,7 @@ def _details(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) 
         owner = f"module {module.name}" if module else "kernel"
     return Details(
         owner=owner,
+        event=event,
         pre_handler=_handler(probe.pre_handler, symbolizer),
         post_handler=_handler(probe.post_handler, symbolizer),
         kretprobe=kretprobe,

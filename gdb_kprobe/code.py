@@ -1,0 +1,63 @@
+"""Instructions: disassembled from live target memory or from the vmlinux file.
+
+Live kernel text differs from the file (int3, optprobe jumps, ftrace calls), so
+both views are offered. The file view asks gdb with `trust-readonly-sections`
+on, which makes it read read-only sections from the symbol file, not the target.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import gdb
+
+from gdb_kprobe import symbols, target
+from gdb_kprobe.errors import KpError
+
+
+@dataclasses.dataclass(frozen=True)
+class Insn:
+    address: int
+    raw: bytes
+    asm: str
+
+
+def _architecture() -> gdb.Architecture:
+    frame = gdb.selected_frame() if gdb.selected_thread() is not None else None
+    return frame.architecture() if frame is not None else \
+        gdb.selected_inferior().architecture()
+
+
+def _disassemble(start: int, count: int | None, end: int | None, from_file: bool) -> list[Insn]:
+    arch = _architecture()
+    inferior = gdb.selected_inferior()
+    previous = gdb.parameter("trust-readonly-sections")
+    if from_file:
+        gdb.execute("set trust-readonly-sections on", to_string=True)
+    try:
+        kwargs = {"count": count} if end is None else {"end_pc": end - 1}
+        if end is not None and count is not None:
+            kwargs["count"] = count
+        found = []
+        for entry in arch.disassemble(start, **kwargs):
+            raw = bytes(inferior.read_memory(entry["addr"], entry["length"]))
+            found.append(Insn(entry["addr"], raw, entry["asm"]))
+        return found
+    except gdb.MemoryError as exc:
+        raise KpError(f"cannot read code at {start:#x}: {exc}") from None
+    finally:
+        if from_file and not previous:
+            gdb.execute("set trust-readonly-sections off", to_string=True)
+
+
+def live(address: int, count: int = 1, end: int | None = None) -> list[Insn]:
+    """Instructions as the target has them now."""
+    if not target.is_canonical(address):
+        raise KpError(f"non-canonical address {address:#x}")
+    return _disassemble(address, count, end, from_file=False)
+
+
+def original(address: int, count: int = 1) -> list[Insn] | None:
+    """Instructions as the vmlinux file has them; None outside the kernel image."""
+    if not symbols.in_kernel_image(address):
+        return None
+    return _disassemble(address, count, None, from_file=True)

@@ -1,0 +1,52 @@
+"""kp-show: the anatomy of the probes at one place, from live kernel memory."""
+from __future__ import annotations
+
+import argparse
+
+import gdb
+
+from gdb_kprobe import colour, location, render, target
+from gdb_kprobe.commands import kp_modules
+from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.errors import KpError, KpUsageError
+from gdb_kprobe.kernel import anatomy, listing
+
+
+class KpShow(KpCommand):
+    name = "kp-show"
+    summary = ("Show how the kprobes at a place are built: struct kprobe fields, handlers, "
+               "owner, live vs. original code (int3 / optprobe jmp / ftrace call), the "
+               "single-step copy, kretprobe instances and per-CPU kprobe state.")
+
+    def build_parser(self):
+        parser = super().build_parser()
+        parser.add_argument("place", help="symbol+offset (inet_accept+0x14 or +20), "
+                                          "module:symbol+offset, a 0x address, or #N / N: "
+                                          "line N of the last kp-list (-n numbers them)")
+        return parser
+
+    def run(self, args: argparse.Namespace) -> None:
+        target.require_symbols()
+        target.require_stopped_target()
+        address = _address_of(args.place)
+        found = anatomy.gather(address)
+        kp_modules.autoload(found.modules)
+        gdb.write(render.probe_anatomy(found, colour.palette()))
+
+    def complete_argument(self, text, word):
+        return gdb.COMPLETE_SYMBOL
+
+
+def _address_of(place: str) -> int:
+    text = place.strip()
+    index_text = text[1:] if text.startswith("#") else text
+    if index_text.isdigit() and (text.startswith("#") or len(index_text) < 6):
+        index = int(index_text)
+        addresses = listing.last_addresses()
+        if not addresses:
+            raise KpUsageError("no kp-list to take line numbers from; run kp-list -n first")
+        if not 1 <= index <= len(addresses):
+            raise KpError(f"no line {index} in the last kp-list (it had {len(addresses)} "
+                          "lines)")
+        return addresses[index - 1]
+    return location.resolve(text).address
