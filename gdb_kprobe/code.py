@@ -56,8 +56,8 @@ def live(address: int, count: int = 1, end: int | None = None) -> list[Insn]:
     return _disassemble(address, count, end, from_file=False)
 
 
-def original(address: int, count: int = 1) -> list[Insn] | None:
+def original(address: int, count: int | None = 1, end: int | None = None) -> list[Insn] | None:
     """Instructions as the vmlinux file has them; None outside the kernel image."""
     if not symbols.in_kernel_image(address):
         return None
-    return _disassemble(address, count, None, from_file=True)
+    return _disassemble(address, count, end, from_file=True)

@@ -196,3 +196,59 @@ def module_list(rows, damage: list[str]) -> str:
     for note in damage:
         out.append(f"warning: damaged list: {note}")
     return "".join(line + "\n" for line in out)
+
+
+# -- kp-sim -------------------------------------------------------------------------------
+
+def sim_intro(place, original, live, continuation, armed) -> str:
+    lines = [f"kp-sim: breakpoint at {place} ({place.address:#x}): `{original.asm}`"]
+    if armed:
+        lines.append(f"kp-sim: live code here is `{live.asm}`, not the original: {armed}.")
+        lines.append(f"kp-sim: post view at {continuation:#x}.")
+    lines.append("kp-sim: waiting for a hit (Ctrl-C stops and removes the breakpoints) ...")
+    return "".join(line + "\n" for line in lines)
+
+
+def sim_hit(hit, address: int) -> str:
+    task = f", task {hit.task}" if hit.task else ""
+    out = [f"hit {hit.number} on cpu{hit.cpu}{task}"]
+    out.append(f"  {'reg':<6} {'pre (pre_handler)':<20} {'post (post_handler)':<20}")
+    for name, before in hit.pre.items():
+        after = hit.post.get(name) if hit.post else None
+        changed = " *" if after is not None and after != before else ""
+        out.append(f"  {name:<6} {before:#018x}   {after:#018x}{changed}" if after is not None
+                   else f"  {name:<6} {before:#018x}")
+    executed = hit.executed[0]
+    raw = " ".join(f"{b:02x}" for b in executed.raw)
+    out.append(f"  executed: {executed.address:#x}: {raw}  {executed.asm}  ({hit.how})")
+    next_address = executed.address + len(executed.raw)
+    post_ip = hit.post["ip"] if hit.post else None
+    if post_ip == next_address:
+        out.append(f"  post ip {post_ip:#x} is the next instruction")
+    elif post_ip is not None:
+        out.append(f"  post ip {post_ip:#x} (the next instruction would be {next_address:#x}: "
+                   "a branch, or the kernel ran more than one instruction)")
+    out.append(f"  a real int3 kprobe differs: its pre_handler sees regs->ip = addr + 1 = "
+               f"{address + 1:#x} (past the int3); its post_handler sees the ip above")
+    return "".join(line + "\n" for line in out)
+
+
+def sim_return_intro(place) -> str:
+    return (f"kp-sim --ret: breakpoint at {place} ({place.address:#x}); each entry records sp, "
+            "the return address, the arguments and the guest clock, and a breakpoint on the "
+            "return address reports that call's return (matched by sp).\n"
+            "kp-sim: elapsed time is the guest's clock read from kernel memory at both stops: "
+            "the newest per-CPU runqueue clock (rq->clock, sched_clock ns), exact to the last "
+            "scheduler event; host time spent stopped in gdb does not count.\n"
+            "kp-sim: waiting for a hit (Ctrl-C stops and removes the breakpoints) ...\n")
+
+
+def sim_return_hit(hit) -> str:
+    task = f", task {hit.task}" if hit.task else ""
+    args = " ".join(f"{k}={v:#x}" for k, v in hit.args.items())
+    elapsed = f"{hit.elapsed_ns} ns" if hit.elapsed_ns is not None else "unknown"
+    signed = hit.retval - (1 << 64) if hit.retval >> 63 else hit.retval
+    errno = f" ({signed})" if -4095 <= signed < 0 else ""
+    return (f"return on cpu{hit.cpu}{task}: returned {hit.retval:#x}{errno} to "
+            f"{hit.return_address:#x}, took {elapsed} (guest clock)\n"
+            f"  at entry: sp={hit.entry_sp:#x} {args}\n")

@@ -60,7 +60,7 @@ class Guest:
             raise LabError(f"guest boot failed: {self.console.before[-2000:]}")
         self.console.expect("KP-LAB-READY", timeout=timeout)
         # No echo, no prompt noise: output between our markers is the command's alone.
-        self.run("stty -echo; PS1=''", timeout=timeout)
+        self.run("stty -echo; PS1=''; PS2=''", timeout=timeout)
 
     def run(self, command: str, timeout: float = 60, check: bool = True) -> str:
         """Run a shell command in the guest; return its output (stdout+stderr, \\n ends)."""
@@ -70,7 +70,8 @@ class Guest:
         """Start a command without waiting (for commands that will hit a breakpoint)."""
         self._seq += 1
         # The markers are split with "" so the echoed command line never matches them.
-        self.console.sendline(f'echo KP-B""EGIN-{self._seq}; {command} 2>&1; '
+        # { } so a redirection inside the command does not swallow its stderr
+        self.console.sendline(f'echo KP-B""EGIN-{self._seq}; {{ {command}\n}} 2>&1; '
                               f'echo KP-E""ND-{self._seq}-$?')
         return self._seq
 

@@ -13,6 +13,7 @@ Commands:
   kp-list     the registered kprobes, as /sys/kernel/debug/kprobes/list shows them
   kp-show     how the probes at one place are built, from live kernel memory
   kp-modules  loaded modules; load their .ko symbols into gdb
+  kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -30,8 +31,10 @@ def register_all() -> None:
     from gdb_kprobe.commands.kp_list import KpList
     from gdb_kprobe.commands.kp_modules import KpModules
     from gdb_kprobe.commands.kp_show import KpShow
+    from gdb_kprobe.commands.kp_sim import KpSim
     KpPrefix()
     KpList()
     KpShow()
     KpModules()
+    KpSim()
     _registered = True

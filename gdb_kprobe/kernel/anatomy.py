@@ -167,7 +167,7 @@ def _rel32_target(insn: code.Insn) -> int:
     return (insn.address + 5 + displacement) & ((1 << 64) - 1)
 
 
-def _optimized(entry: kprobes.Kprobe) -> Optimized | None:
+def optimized_probe(entry: kprobes.Kprobe) -> Optimized | None:
     layout = types.try_layout("struct optimized_kprobe")
     if layout is None or not entry.optimized:
         return None
@@ -233,7 +233,7 @@ def gather(address: int) -> Anatomy:
             instances = rethook.count(details.kretprobe.rethook, details.kretprobe.maxactive)
         hits = kprobes.trace_hits(details.event) if details.event else None
         probes.append(ProbeAnatomy(row, details, _fields(probe, symbolizer), instances, hits))
-    opt = _optimized(entry)
+    opt = optimized_probe(entry)
     damage = list(table.damage)
     try:
         cpus = _cpu_states({entry.address, *(p.address for p in members)})
