@@ -252,3 +252,27 @@ def sim_return_hit(hit) -> str:
     return (f"return on cpu{hit.cpu}{task}: returned {hit.retval:#x}{errno} to "
             f"{hit.return_address:#x}, took {elapsed} (guest clock)\n"
             f"  at entry: sp={hit.entry_sp:#x} {args}\n")
+
+
+# -- kp-check / kp-blacklist ----------------------------------------------------------------
+
+def verdict(result) -> str:
+    where = f" -> {result.place} ({result.address:#x})" if result.address is not None else ""
+    if result.error:
+        head = (f"{result.spec}{where}: rejected: -{result.errno_name} "
+                f"({result.errno_text}): {result.reasons[0]}")
+    else:
+        head = f"{result.spec}{where}: accepted"
+    lines = [head] + [f"  {note}" for note in result.notes]
+    return "".join(line + "\n" for line in lines)
+
+
+def blacklist(rows, damage: list[str]) -> str:
+    """kprobe_blacklist_seq_show(): "0x%px-0x%px\\t%ps\\n"."""
+    out = []
+    for entry, location in rows:
+        name = f"{entry.start:#x}" if location is None else (
+            f"{location.symbol} [{location.module}]" if location.module else location.symbol)
+        out.append(f"0x{entry.start:016x}-0x{entry.end:016x}\t{name}")
+    out.extend(f"warning: damaged list: {note}" for note in damage)
+    return "".join(line + "\n" for line in out)

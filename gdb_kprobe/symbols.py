@@ -30,6 +30,14 @@ _IGNORED_NAMES = {"kallsyms_addresses", "kallsyms_offsets", "kallsyms_relative_b
                   "_SDA_BASE_", "_SDA2_BASE_"}
 
 
+def _linker_provided(name: str) -> bool:
+    """may_be_linker_script_provide_symbol() of scripts/kallsyms.c."""
+    if len(name) < 8 or not name.startswith("__"):
+        return False
+    return name.startswith(("__start_", "__stop_", "__end_")) or \
+        name.endswith(("_start", "_end"))
+
+
 class ElfSymbols:
     """The sorted symbol table of one ELF file (vmlinux or a .ko)."""
 
@@ -41,6 +49,8 @@ class ElfSymbols:
         self.by_name: dict[str, int] = {}
         self.sections: list[str] = []          # section names by index (for .ko files)
         self.section_of: list[int] = []
+        self.name_counts: dict[str, int] = {}  # kallsyms may hold a name several times
+        self._loaded_ranges: list[tuple[int, int, int]] = []   # (address, size, file offset)
         self._load()
 
     def _load(self) -> None:
@@ -65,6 +75,9 @@ class ElfSymbols:
             return image[offset:end].decode("utf-8", "replace")
 
         self.sections = [cstr(shstr_off + h[0]) for h in headers]
+        SHF_ALLOC, SHT_NOBITS = 0x2, 8
+        self._loaded_ranges = [(h[3], h[5], h[4]) for h in headers
+                               if h[2] & SHF_ALLOC and h[1] != SHT_NOBITS and h[3]]
         symtab = next((h for h in headers if h[1] == SHT_SYMTAB), None)
         if symtab is None:
             raise ValueError("no .symtab section (stripped?)")
@@ -81,15 +94,19 @@ class ElfSymbols:
             if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
                 continue
             weak = (info >> 4) == STB_WEAK
-            # kallsyms sorts aliases: strong first, then fewer leading underscores
-            entries.append((value, weak, len(name) - len(name.lstrip("_")), name, size, shndx))
+            # kallsyms sorts aliases (scripts/kallsyms.c compare_symbols): strong first,
+            # then not linker-script-provided, then fewer leading underscores, then nm order
+            entries.append((value, weak, _linker_provided(name),
+                            len(name) - len(name.lstrip("_")), name, size, shndx))
         entries.sort()
         self.addresses = [e[0] for e in entries]
-        self.names = [e[3] for e in entries]
-        self.sizes = [e[4] for e in entries]
-        self.section_of = [e[5] for e in entries]
+        self.names = [e[4] for e in entries]
+        self.sizes = [e[5] for e in entries]
+        self.section_of = [e[6] for e in entries]
         for index in range(len(entries) - 1, -1, -1):
             self.by_name[self.names[index]] = index
+        for name in self.names:
+            self.name_counts[name] = self.name_counts.get(name, 0) + 1
 
     def lookup(self, address: int) -> tuple[str, int, int] | None:
         """(name, offset, size) of the symbol containing `address`, kallsyms style."""
@@ -105,6 +122,15 @@ class ElfSymbols:
             following = bisect.bisect_right(self.addresses, start)
             size = (self.addresses[following] - start) if following < len(self.addresses) else 0
         return self.names[first], address - start, size
+
+    def file_bytes(self, address: int, size: int) -> bytes | None:
+        """Bytes the file holds at a load address (None if no section covers it)."""
+        for start, length, offset in self._loaded_ranges:
+            if start <= address and address + size <= start + length:
+                with open(self.path, "rb") as handle:
+                    handle.seek(offset + address - start)
+                    return handle.read(size)
+        return None
 
     def address_of(self, name: str) -> int | None:
         index = self.by_name.get(name)

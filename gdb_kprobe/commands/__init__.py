@@ -14,6 +14,8 @@ Commands:
   kp-show     how the probes at one place are built, from live kernel memory
   kp-modules  loaded modules; load their .ko symbols into gdb
   kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
+  kp-check    would register_kprobe() accept a place? if not, which errno and why
+  kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -28,6 +30,8 @@ def register_all() -> None:
     global _registered
     if _registered:
         return
+    from gdb_kprobe.commands.kp_blacklist import KpBlacklist
+    from gdb_kprobe.commands.kp_check import KpCheck
     from gdb_kprobe.commands.kp_list import KpList
     from gdb_kprobe.commands.kp_modules import KpModules
     from gdb_kprobe.commands.kp_show import KpShow
@@ -37,4 +41,6 @@ def register_all() -> None:
     KpShow()
     KpModules()
     KpSim()
+    KpCheck()
+    KpBlacklist()
     _registered = True

@@ -50,6 +50,16 @@ class Module:
         size = (next_value - best[0]) if next_value else 0
         return best[1], address - best[0], size
 
+    def count_of(self, name: str) -> int:
+        if self._symtab is None:
+            self._load_kallsyms()
+        return sum(1 for _value, name_off, shndx in self._symtab[1:]
+                   if shndx != SHN_UNDEF and name_off and self._name(name_off) == name)
+
+    def text_contains(self, address: int) -> bool:
+        """Module text: the first region (core text) is where code lives on 6.1 and 6.4+."""
+        return bool(self.ranges) and self.ranges[0][0] <= address < sum(self.ranges[0])
+
     def address_of(self, name: str) -> int | None:
         if self._symtab is None:
             self._load_kallsyms()
