@@ -63,7 +63,9 @@ def test_verdicts_match_kprobe_events(session):
 
 
 def test_says_how_it_would_be_built(session):
-    out = session.gdb_cmd("kp-check filp_close inet_accept+0x14")
+    listing = session.guest("cat /sys/kernel/debug/kprobes/list")
+    inner = re.search(r"  k  (inet_accept\+0x[0-9a-f]+)    \[OPTIMIZED\]", listing).group(1)
+    out = session.gdb_cmd(f"kp-check filp_close {inner}")
     assert "ftrace-based: this is the function's fentry call site" in out
     assert "a probe is already registered here" in out
 
