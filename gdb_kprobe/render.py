@@ -55,14 +55,18 @@ def verbose_lines(row: ProbeRow) -> list[str]:
     return lines
 
 
-def probe_list(rows: list[ProbeRow], damage: list[str], numbered: bool = False) -> str:
+def probe_list(rows, numbered: bool = False) -> str:
+    """kprobes/list lines; a damaged list gets a `!! damaged:` line where it breaks."""
     out = []
-    for index, row in enumerate(rows, start=1):
+    index = 0
+    for row in rows:
+        if not isinstance(row, ProbeRow):
+            out.append(f"!! damaged: {row.note}")
+            continue
+        index += 1
         line = debugfs_line(row)
         out.append(f"#{index:<3} {line}" if numbered else line)
         out.extend(verbose_lines(row))
-    for note in damage:
-        out.append(f"warning: damaged list: {note}")
     return "".join(line + "\n" for line in out)
 
 

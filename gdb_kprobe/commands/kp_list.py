@@ -35,12 +35,14 @@ class KpList(KpCommand):
         target.require_stopped_target()
         needs_details = args.verbose or bool(args.module)
         result = report.probe_rows(verbose=needs_details)
-        rows = [row for row in result.rows if _matches(row, args)]
+        rows = [row for row in result.rows
+                if not isinstance(row, report.ProbeRow) or _matches(row, args)]
         if not args.verbose:
             for row in rows:
-                row.details = None
-        listing.remember([row.probe.addr for row in rows])
-        gdb.write(render.probe_list(rows, result.damage, numbered=args.numbered))
+                if isinstance(row, report.ProbeRow):
+                    row.details = None
+        listing.remember([row.probe.addr for row in rows if isinstance(row, report.ProbeRow)])
+        gdb.write(render.probe_list(rows, numbered=args.numbered))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

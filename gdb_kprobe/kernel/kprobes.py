@@ -42,6 +42,7 @@ class Kprobe:
     parent: "Kprobe | None" = None        # the aggregate this probe hangs from
     children: list["Kprobe"] = dataclasses.field(default_factory=list)
     damage: str | None = None             # a broken child list
+    misplaced: str | None = None          # found in a bucket its address does not hash to
 
     @property
     def gone(self) -> bool:
@@ -115,22 +116,24 @@ class KprobeTable:
     def is_return_probe(self, probe: Kprobe) -> bool:
         return probe.pre_handler == self.handlers.pre_handler_kretprobe
 
-    def reported(self) -> list[tuple[Kprobe, Kprobe | None]]:
-        """(probe, aggregate) pairs in the order kprobes/list prints them (show_kprobe_addr)."""
-        rows = []
+    def reported(self) -> list[tuple[Kprobe, Kprobe | None] | str]:
+        """(probe, aggregate) pairs in the order kprobes/list prints them (show_kprobe_addr),
+        with a note (a str) where a damaged list was cut short, at the place it happened."""
+        rows: list[tuple[Kprobe, Kprobe | None] | str] = []
         for bucket in self.buckets:
             for probe in bucket.probes:
                 if self.is_aggregate(probe):
                     rows.extend((child, probe) for child in probe.children)
                 else:
                     rows.append((probe, None))
+                rows.extend(note for note in (probe.damage, probe.misplaced) if note)
+            if bucket.damage:
+                rows.append(bucket.damage)
         return rows
 
     @property
     def damage(self) -> list[str]:
-        notes = [b.damage for b in self.buckets if b.damage]
-        notes += [p.damage for b in self.buckets for p in b.probes if p.damage]
-        return notes
+        return [row for row in self.reported() if isinstance(row, str)]
 
 
 def table_symbol() -> tuple[int, int]:
@@ -176,8 +179,21 @@ def read_table() -> KprobeTable:
                 probe.damage = children.damage
                 for child in probe.children:
                     child.parent = probe
+        for probe in walk.items:
+            home = hash_ptr(probe.addr, count.bit_length() - 1)
+            if home != index:
+                probe.misplaced = (f"kprobe_table[{index}]: the probe at {probe.addr:#x} hashes "
+                                   f"to bucket {home}: a next pointer jumped between buckets")
         buckets.append(Bucket(index, walk.items, walk.damage))
     return KprobeTable(buckets, handlers)
+
+
+GOLDEN_RATIO_64 = 0x61C8864680B583EB      # include/linux/hash.h
+
+
+def hash_ptr(address: int, bits: int) -> int:
+    """hash_ptr(addr, KPROBE_HASH_BITS): the bucket register_kprobe() puts a probe in."""
+    return ((address * GOLDEN_RATIO_64) & ((1 << 64) - 1)) >> (64 - bits)
 
 
 def _list_next(probe: Kprobe, kprobe: types.Layout) -> int:

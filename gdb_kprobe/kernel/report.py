@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 
@@ -40,25 +41,50 @@ class ProbeRow:
 
 
 @dataclasses.dataclass
+class Damage:
+    """Where a walk had to stop or found something inconsistent, in listing order."""
+
+    note: str
+
+
+@dataclasses.dataclass
 class Report:
-    rows: list[ProbeRow]
-    damage: list[str]
+    rows: list[ProbeRow | Damage]
+
+    @property
+    def probes(self) -> list[ProbeRow]:
+        return [row for row in self.rows if isinstance(row, ProbeRow)]
 
 
 def probe_rows(verbose: bool = False) -> Report:
     table = kprobes.read_table()
     symbolizer = Symbolizer()
-    rows = []
-    for probe, aggregate in table.reported():
+    rows: list[ProbeRow | Damage] = []
+    for entry in table.reported():
+        if isinstance(entry, str):
+            rows.append(Damage(entry))
+            continue
+        probe, aggregate = entry
         kind = "r" if table.is_return_probe(probe) else "k"
-        row = ProbeRow(probe, aggregate, kind, symbolizer.lookup(probe.addr))
+        row = ProbeRow(probe, aggregate, kind, _safe_lookup(symbolizer, probe.addr))
         if verbose:
-            row.details = details_for(row, table, symbolizer)
+            try:
+                row.details = details_for(row, table, symbolizer)
+            except KpError as exc:
+                rows.append(row)
+                rows.append(Damage(f"probe at {probe.addr:#x}: details unreadable: {exc}"))
+                continue
         rows.append(row)
-    damage = table.damage
     if symbolizer.damage:
-        damage.append(symbolizer.damage)
-    return Report(rows, damage)
+        rows.append(Damage(symbolizer.damage))
+    return Report(rows)
+
+
+def _safe_lookup(symbolizer: Symbolizer, address: int) -> Location | None:
+    try:
+        return symbolizer.lookup(address)
+    except KpError:
+        return None     # e.g. a damaged module list: print the bare address, as %pS does
 
 
 def _handler(address: int, symbolizer: Symbolizer) -> Location | None:
