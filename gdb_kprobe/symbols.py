@@ -41,8 +41,9 @@ def _linker_provided(name: str) -> bool:
 class ElfSymbols:
     """The sorted symbol table of one ELF file (vmlinux or a .ko)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, bias: int = 0) -> None:
         self.path = path
+        self.bias = bias                       # added to every address (a KASLR slide)
         self.addresses: list[int] = []
         self.names: list[str] = []
         self.sizes: list[int] = []
@@ -99,7 +100,7 @@ class ElfSymbols:
             entries.append((value, weak, _linker_provided(name),
                             len(name) - len(name.lstrip("_")), name, size, shndx))
         entries.sort()
-        self.addresses = [e[0] for e in entries]
+        self.addresses = [e[0] + self.bias for e in entries]
         self.names = [e[4] for e in entries]
         self.sizes = [e[5] for e in entries]
         self.section_of = [e[6] for e in entries]
@@ -125,6 +126,7 @@ class ElfSymbols:
 
     def file_bytes(self, address: int, size: int) -> bytes | None:
         """Bytes the file holds at a load address (None if no section covers it)."""
+        address -= self.bias
         for start, length, offset in self._loaded_ranges:
             if start <= address and address + size <= start + length:
                 with open(self.path, "rb") as handle:
@@ -139,6 +141,7 @@ class ElfSymbols:
 
 _kernel: ElfSymbols | None = None
 _kernel_range: tuple[int, int] | None = None
+_kernel_bias = 0          # set by kp-kaslr --relocate, with gdb's symbol-file -o
 
 
 def _invalidate(*_args) -> None:
@@ -164,8 +167,16 @@ def kernel() -> ElfSymbols:
         if path is None:
             raise KpError("no kernel symbol file loaded; load the DWARF vmlinux first: "
                           "file /path/to/vmlinux")
-        _kernel = ElfSymbols(path)
+        _kernel = ElfSymbols(path, _kernel_bias)
     return _kernel
+
+
+def relocate(bias: int) -> None:
+    """Shift the kernel's symbols by a KASLR slide (gdb's own are shifted by the caller)."""
+    global _kernel_bias, _kernel, _kernel_range
+    _kernel_bias = bias
+    _kernel = None
+    _kernel_range = None
 
 
 def kernel_address(name: str) -> int:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -27,7 +28,8 @@ from qemu import build, kernels
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GDBINIT = REPO / "gdbinit.py"
-BOOT_TIMEOUT = 180          # TCG on a loaded 2-core machine can be slow
+BOOT_TIMEOUT = 90           # a TCG boot takes ~3 s; allow for a loaded 2-core machine
+BOOT_TRIES = 2              # a rare early-boot hang under TCG must not fail a whole run
 QEMU = "qemu-system-x86_64"
 
 
@@ -102,8 +104,13 @@ class Gdb:
                  logfile=None) -> None:
         env = dict(os.environ, TERM="dumb")
         env.pop("PYTHONPATH", None)   # gdb embeds the system Python: keep the venv out
+        index = kernels.cache_dir() / "gdb-index"
+        index.mkdir(parents=True, exist_ok=True)
         self.child = pexpect.spawn(gdb_binary, ["-q", "-nx", "-iex", f"set prompt {self.PROMPT}",
-                                                "-iex", "set editing off", *args],
+                                                "-iex", "set editing off",
+                                                "-iex", "set pagination off", "-iex", "set height 0",
+                                                "-iex", f"set index-cache directory {index}",
+                                                "-iex", "set index-cache enabled on", *args],
                                    encoding="utf-8", codec_errors="replace", timeout=timeout,
                                    env=env, dimensions=(100, 1000))
         self.child.logfile_read = logfile
@@ -206,6 +213,31 @@ class Lab:
         return command
 
     def start(self) -> "Lab":
+        """Boot; on any failure nothing is left running (QEMU, sockets, temp files).
+        A boot that times out is tried once more (and says so on stderr)."""
+        for attempt in range(1, BOOT_TRIES + 1):
+            try:
+                return self._start()
+            except pexpect.TIMEOUT:
+                log = self.console_log_tail()
+                self.stop()
+                if attempt == BOOT_TRIES:
+                    raise LabError(f"the guest did not boot in {BOOT_TIMEOUT} s "
+                                   f"({BOOT_TRIES} tries); console:\n{log}") from None
+                print(f"lab: boot timed out, trying again; console:\n{log}", file=sys.stderr)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def console_log_tail(self, size: int = 2000) -> str:
+        if self.workdir is None or not (self.workdir / "console.log").exists():
+            return ""
+        if self._log:
+            self._log.flush()
+        return (self.workdir / "console.log").read_text(errors="replace")[-size:]
+
+    def _start(self) -> "Lab":
         if self.workdir is None:
             self.prepare()
         assert self.workdir
@@ -268,6 +300,32 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # -- QMP ----------------------------------------------------------------------------
+    def qmp(self, command: str, arguments: dict | None = None, timeout: float = 300) -> dict:
+        """One QMP command on the monitor socket (a new session each time)."""
+        assert self.workdir
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.workdir / "qmp.sock"))
+            stream = sock.makefile("rw")
+            json.loads(stream.readline())                       # greeting
+            for request in ({"execute": "qmp_capabilities"},
+                            {"execute": command, "arguments": arguments or {}}):
+                stream.write(json.dumps(request) + "\n")
+                stream.flush()
+                while True:
+                    reply = json.loads(stream.readline())
+                    if "event" not in reply:
+                        break
+                if "error" in reply:
+                    raise LabError(f"QMP {command}: {reply['error'].get('desc')}")
+            return reply.get("return", {})
+
+    def dump(self, path: pathlib.Path) -> pathlib.Path:
+        """An ELF dump of guest memory with virtual addresses (gdb opens it as a core)."""
+        self.qmp("dump-guest-memory", {"paging": True, "protocol": f"file:{path}"})
+        return path
 
     # -- gdb ----------------------------------------------------------------------------
     def gdb_args(self, attach: bool = True, plugin: bool = True) -> list[str]:

@@ -16,6 +16,7 @@ Commands:
   kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
   kp-check    would register_kprobe() accept a place? if not, which errno and why
   kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
+  kp-kaslr    does the vmlinux match the running kernel? its KASLR slide; relocate
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -32,6 +33,7 @@ def register_all() -> None:
         return
     from gdb_kprobe.commands.kp_blacklist import KpBlacklist
     from gdb_kprobe.commands.kp_check import KpCheck
+    from gdb_kprobe.commands.kp_kaslr import KpKaslr
     from gdb_kprobe.commands.kp_list import KpList
     from gdb_kprobe.commands.kp_modules import KpModules
     from gdb_kprobe.commands.kp_show import KpShow
@@ -43,4 +45,5 @@ def register_all() -> None:
     KpSim()
     KpCheck()
     KpBlacklist()
+    KpKaslr()
     _registered = True

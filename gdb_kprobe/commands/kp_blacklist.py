@@ -6,6 +6,7 @@ import argparse
 import gdb
 
 from gdb_kprobe import render, target
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import checks
 from gdb_kprobe.kernel.kallsyms import Symbolizer
@@ -22,8 +23,7 @@ class KpBlacklist(KpCommand):
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         walk = checks.read_blacklist()
         symbolizer = Symbolizer()
         rows = [(entry, symbolizer.lookup(entry.start)) for entry in walk.items]

@@ -6,6 +6,7 @@ import argparse
 import gdb
 
 from gdb_kprobe import render, target
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import checks
 
@@ -24,8 +25,7 @@ class KpCheck(KpCommand):
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         gdb.write("".join(render.verdict(checks.check(place)) for place in args.places))
 
     def complete_argument(self, text, word):

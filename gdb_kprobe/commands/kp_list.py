@@ -6,6 +6,7 @@ import argparse
 import gdb
 
 from gdb_kprobe import render, target
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import listing, report
 
@@ -31,8 +32,7 @@ class KpList(KpCommand):
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         needs_details = args.verbose or bool(args.module)
         result = report.probe_rows(verbose=needs_details)
         rows = [row for row in result.rows

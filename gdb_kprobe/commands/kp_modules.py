@@ -7,6 +7,7 @@ import os
 import gdb
 
 from gdb_kprobe import render, target
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import modules as kmodules
@@ -34,8 +35,7 @@ class KpModules(KpCommand):
                 raise KpError(f"no directory {directory}")
             if directory not in _search_path:
                 _search_path.append(directory)
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         walk = kmodules.read_modules()
         chosen = [m for m in walk.items if not args.names or m.name in args.names]
         unknown = set(args.names) - {m.name for m in walk.items}

@@ -7,6 +7,7 @@ import gdb
 
 from gdb_kprobe import colour, location, render, target
 from gdb_kprobe.commands import kp_modules
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import anatomy, listing
@@ -26,8 +27,7 @@ class KpShow(KpCommand):
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         address = _address_of(args.place)
         found = anatomy.gather(address)
         kp_modules.autoload(found.modules)

@@ -6,6 +6,7 @@ import argparse
 import gdb
 
 from gdb_kprobe import code, location, render, sim, target
+from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import anatomy, decode, kprobes
@@ -32,8 +33,7 @@ class KpSim(KpCommand):
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
+        guards.require_kernel()
         place = location.resolve(args.place)
         if args.ret:
             if place.offset not in (0, 4) or place.symbol is None:

@@ -1,0 +1,46 @@
+"""kp-kaslr: is the kernel where the vmlinux says? Detect the KASLR slide; relocate."""
+from __future__ import annotations
+
+import argparse
+
+import gdb
+
+from gdb_kprobe import kaslr, symbols, target
+from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.errors import KpError
+
+
+class KpKaslr(KpCommand):
+    name = "kp-kaslr"
+    summary = ("Compare the vmlinux's linux_banner with kernel memory: say whether the "
+               "symbol file matches the running kernel and by how much KASLR moved it; "
+               "--relocate shifts gdb's and gdb-kprobe's symbols by that slide.")
+
+    def build_parser(self):
+        parser = super().build_parser()
+        parser.add_argument("--relocate", action="store_true",
+                            help="reload the vmlinux with `symbol-file -o SLIDE`")
+        return parser
+
+    def run(self, args: argparse.Namespace) -> None:
+        target.require_symbols()
+        target.require_stopped_target()
+        match = kaslr.detect()
+        bias = symbols.kernel().bias
+        if match.slide is None:
+            raise KpError("the symbol file does not match the running kernel: its linux_banner "
+                          f"({match.file_banner[:60]!r}) is nowhere in kernel memory")
+        if match.slide == bias:
+            where = "no KASLR slide" if not bias else f"relocated by {bias:#x}"
+            gdb.write(f"kp-kaslr: the symbol file matches the running kernel ({where}): "
+                      f"{match.file_banner}\n")
+            return
+        if not args.relocate:
+            gdb.write(f"kp-kaslr: KASLR moved the kernel by {match.slide:#x} from the vmlinux's "
+                      "addresses; `kp-kaslr --relocate` shifts the symbols\n")
+            return
+        path = gdb.current_progspace().filename
+        gdb.execute(f"symbol-file -o {match.slide:#x} {path}", from_tty=False, to_string=True)
+        symbols.relocate(match.slide)
+        kaslr.forget()
+        gdb.write(f"kp-kaslr: symbols relocated by {match.slide:#x}\n")
