@@ -13,7 +13,7 @@ from gdb_kprobe import symbols, target
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 
-_SYM_OFF = re.compile(r"^(?:(?P<mod>[A-Za-z0-9_\-]+):)?(?P<sym>[A-Za-z_.$][\w.$]*)"
+_SYM_OFF = re.compile(r"^(?:(?P<mod>[A-Za-z0-9_\-]+):)?(?P<sym>[A-Za-z_.][\w.]*)"
                       r"(?:\+(?P<off>\S+))?$")
 _ADDRESS = re.compile(r"^\*?(0[xX][0-9a-fA-F]+|[0-9a-fA-F]{16})$")
 MAX_ADDRESS = (1 << 64) - 1
@@ -48,6 +48,17 @@ def parse_offset(text: str, spec: str) -> int:
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 
 
+def split(spec: str) -> tuple[str | None, str, int, bool]:
+    """(module, symbol, offset, offset given) of `[mod:]sym[+off]`; KpUsageError if malformed."""
+    match = _SYM_OFF.match(spec)
+    if not match:
+        raise KpUsageError(f"bad place `{spec}`: expected symbol, symbol+offset, "
+                           "module:symbol+offset or a 0x address")
+    offset_text = match.group("off")
+    offset = parse_offset(offset_text, spec) if offset_text is not None else 0
+    return match.group("mod"), match.group("sym"), offset, offset_text is not None
+
+
 def resolve(spec: str, symbolizer: Symbolizer | None = None, kprobe_entry: bool = True) -> Place:
     """Turn a user's place into an address, checking it names something real.
 
@@ -71,12 +82,7 @@ def resolve(spec: str, symbolizer: Symbolizer | None = None, kprobe_entry: bool 
     if "-" in spec.split(":")[-1] and "+" not in spec:
         raise KpUsageError(f"bad place `{spec}`: offsets are added (symbol+offset), never "
                            "subtracted")
-    match = _SYM_OFF.match(spec)
-    if not match:
-        raise KpUsageError(f"bad place `{spec}`: expected symbol, symbol+offset, "
-                           "module:symbol+offset or a 0x address")
-    name, module_name = match.group("sym"), match.group("mod")
-    offset = parse_offset(match.group("off"), spec) if match.group("off") is not None else 0
+    module_name, name, offset, _ = split(spec)
     if module_name:
         module = next((m for m in symbolizer.modules if m.name == module_name), None)
         if module is None:

@@ -73,7 +73,12 @@ class KpCommand(gdb.Command):
         except gdb.MemoryError as exc:
             raise gdb.GdbError(f"{self.name}: cannot read target memory: {exc}") from None
         except gdb.error as exc:
-            raise gdb.GdbError(f"{self.name}: {exc}") from None
+            text = " ".join(str(exc).split())
+            if any(word in text for word in ("Remote connection closed", "Target disconnected",
+                                             "Remote communication error")):
+                raise gdb.GdbError(f"{self.name}: the target went away ({text}); reconnect with "
+                                   "target remote, or open a dump with core-file") from None
+            raise gdb.GdbError(f"{self.name}: {text}") from None
         except Exception as exc:  # a bug of ours: still one line, details on request
             if settings.debug():
                 gdb.write(traceback.format_exc())

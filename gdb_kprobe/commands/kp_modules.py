@@ -32,7 +32,8 @@ class KpModules(KpCommand):
     def run(self, args: argparse.Namespace) -> None:
         for directory in args.load:
             if not os.path.isdir(directory):
-                raise KpError(f"no directory {directory}")
+                raise KpError(f"kp-modules: no directory {directory}; --load takes a directory "
+                              "of .ko files")
             if directory not in _search_path:
                 _search_path.append(directory)
         guards.require_kernel()

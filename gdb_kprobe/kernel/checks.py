@@ -22,7 +22,7 @@ from gdb_kprobe import code, symbols, target, types
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import anatomy, decode, kprobes, lists
 from gdb_kprobe.kernel.kallsyms import Symbolizer
-from gdb_kprobe.location import ENDBR64, Place, parse_offset
+from gdb_kprobe.location import ENDBR64, Place, split
 
 JUMP_LABEL_NOP_SIZE = 5
 CALL_INSN_SIZE = 5
@@ -71,13 +71,6 @@ def _count_symbol(name: str, symbolizer: Symbolizer) -> int:
     for module in symbolizer.modules:
         count += module.count_of(name)
     return count
-
-
-def _split(spec: str) -> tuple[str | None, str, int]:
-    module, _, rest = spec.rpartition(":") if ":" in spec else (None, "", spec)
-    name, _, offset_text = rest.partition("+")
-    offset = parse_offset(offset_text, spec) if offset_text else 0
-    return module or None, name, offset
 
 
 def _entries(start_symbol: str, stop_symbol: str, entry_size: int) -> tuple[int, bytes] | None:
@@ -156,7 +149,7 @@ def check(spec: str) -> Verdict:
     symbolizer = Symbolizer()
     reasons: list[str] = []
     notes: list[str] = []
-    module_name, name, offset = _split(spec.strip())
+    module_name, name, offset, _ = split(spec.strip())
 
     def refuse(error: int, reason: str, address: int | None = None,
                where: str | None = None) -> Verdict:
