@@ -280,3 +280,44 @@ def blacklist(rows, damage: list[str]) -> str:
         out.append(f"0x{entry.start:016x}-0x{entry.end:016x}\t{name}")
     out.extend(f"warning: damaged list: {note}" for note in damage)
     return "".join(line + "\n" for line in out)
+
+
+# -- kp-locals ------------------------------------------------------------------------------
+
+def locals_report(report) -> str:
+    place = report.place
+    facts = report.facts
+    out = [f"{place} ({place.address:#x}), {report.function_line}"]
+    pushes = ", ".join(facts.pushes) or "none"
+    fp = ("yes: CFA = %rbp+0x10" if facts.frame_pointer
+          else f"no: CFA = %rsp{facts.cfa_from_rsp:+#x}")
+    end = f"+{facts.end - (place.address - place.offset):#x}" if facts.end else "?"
+    out.append(f"prologue at this PC: pushed {pushes}; allocated {facts.allocated:#x}; frame size "
+               f"{facts.frame_size:#x}; frame pointer {fp}; the prologue ends at {end}")
+    if report.frame_level is not None:
+        out.append(f"values: frame #{report.frame_level}, CFA {report.cfa:#x}")
+    else:
+        out.append("values: not stopped here (kp-locals --break stops at the place first)")
+    header = f"  {'kind':<6} {'name':<14} {'type':<26} {'where at this PC':<34}"
+    out.append(header + (" value" if report.values is not None else ""))
+    for variable in report.variables:
+        kind = "param" if variable.is_argument else "local"
+        row = (f"  {kind:<6} {variable.name:<14} {variable.type_name[:26]:<26} "
+               f"{report.placement[variable.name]:<34}")
+        if report.values is not None:
+            row += " " + report.values.get(variable.name, "")
+        out.append(row.rstrip())
+    out.append("stack slots the code touches before this PC (as in the disassembly):")
+    if not report.slots:
+        out.append("  none")
+    for slot, owner, value in report.slots:
+        written = f"{slot.offset:+#x}(%{slot.register})"
+        line = f"  {written:<14} CFA{slot.cfa_offset:+#x}"
+        if value is not None:
+            line += f"  {value}"
+        line += f"  {owner or '(no local: saved register or temporary)'}"
+        out.append(line)
+    out.append(f"kprobe_events: {report.fetch_line}")
+    for item in report.not_expressible:
+        out.append(f"  not expressible as a fetch arg: {item}")
+    return "".join(line + "\n" for line in out)

@@ -193,6 +193,28 @@ def run_probe(address: int, original: code.Insn, continuation: int | None, count
     return hits
 
 
+def run_until(address: int) -> None:
+    """Resume until `address` is hit once (for kp-locals --break)."""
+    with Breakpoints() as bps:
+        bps.add(address)
+        _resume()
+        pc = _stopped_at()
+        if pc != address:
+            raise KpError(f"stopped at {pc:#x} before reaching {address:#x} (interrupted?); "
+                          "breakpoint removed")
+
+
+def frame_registers(frame: gdb.Frame, names: list[str]) -> dict[str, int]:
+    return {name: int(frame.read_register(name)) & ((1 << 64) - 1) for name in names}
+
+
+def read_slot(address: int) -> str:
+    try:
+        return f"{target.read_u64(address):#018x}"
+    except KpError:
+        return "<unreadable>"
+
+
 ARG_REGS = ["di", "si", "dx", "cx", "r8", "r9"]
 
 

@@ -17,6 +17,7 @@ Commands:
   kp-check    would register_kprobe() accept a place? if not, which errno and why
   kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
   kp-kaslr    does the vmlinux match the running kernel? its KASLR slide; relocate
+  kp-locals   parameters and locals at a probe point: where they live, values, a kprobe_events line
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -35,6 +36,7 @@ def register_all() -> None:
     from gdb_kprobe.commands.kp_check import KpCheck
     from gdb_kprobe.commands.kp_kaslr import KpKaslr
     from gdb_kprobe.commands.kp_list import KpList
+    from gdb_kprobe.commands.kp_locals import KpLocals
     from gdb_kprobe.commands.kp_modules import KpModules
     from gdb_kprobe.commands.kp_show import KpShow
     from gdb_kprobe.commands.kp_sim import KpSim
@@ -46,4 +48,5 @@ def register_all() -> None:
     KpCheck()
     KpBlacklist()
     KpKaslr()
+    KpLocals()
     _registered = True

@@ -67,18 +67,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _optimized_region_covering(address: int) -> tuple[int, int] | None:
-    table = kprobes.read_table()
-    for bucket in table.buckets:
-        for entry in bucket.probes:
-            if entry.optimized and entry.addr < address < entry.addr + 5:
-                optimized = anatomy.optimized_probe(entry)
-                size = optimized.copied_size if optimized else 5
-                if address < entry.addr + size:
-                    return entry.addr, size
-    return None
-
-
 def _continuation(place: location.Place, original: code.Insn,
                   live: code.Insn) -> tuple[int | None, str | None]:
     """Where to take the post view when the live code is not the original one.
@@ -106,7 +94,7 @@ def _continuation(place: location.Place, original: code.Insn,
     if live.raw[0] == anatomy.CALL32:
         return next_address, ("an ftrace call (an ftrace-based kprobe or tracer): the "
                               "trampoline runs and returns; the post view is after the call")
-    covering = _optimized_region_covering(place.address)
+    covering = anatomy.optimized_region_covering(place.address)
     if covering is not None:
         start, size = covering
         raise KpError(f"{place} lies inside the {size} bytes that the optimized kprobe at "

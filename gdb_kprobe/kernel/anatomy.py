@@ -186,6 +186,20 @@ def optimized_probe(entry: kprobes.Kprobe) -> Optimized | None:
     return Optimized(address, detour, size, detour_code)
 
 
+def optimized_region_covering(address: int) -> tuple[int, int] | None:
+    """(probe address, bytes) of an optimized kprobe whose jmp covers `address` (but does
+    not start there): such an address is never executed while the probe is optimized."""
+    table = kprobes.read_table()
+    for bucket in table.buckets:
+        for entry in bucket.probes:
+            if entry.optimized and entry.addr < address < entry.addr + 5 + 16:
+                optimized = optimized_probe(entry)
+                size = optimized.copied_size if optimized else 5
+                if address < entry.addr + size:
+                    return entry.addr, size
+    return None
+
+
 def _single_step(entry: kprobes.Kprobe) -> SingleStep | None:
     layout = types.layout("struct kprobe")
     if not layout.has_field("ainsn.insn"):
