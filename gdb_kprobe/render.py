@@ -321,3 +321,18 @@ def locals_report(report) -> str:
     for item in report.not_expressible:
         out.append(f"  not expressible as a fetch arg: {item}")
     return "".join(line + "\n" for line in out)
+
+
+# -- kp-where -------------------------------------------------------------------------------
+
+def where(found) -> str:
+    if not found.current and not found.stage.startswith("kretprobe"):
+        lines = [f"cpu{found.cpu} is not handling a kprobe (current_kprobe is NULL)"]
+    else:
+        probe = str(found.probe_location) if found.probe_location else f"{found.current:#x}"
+        lines = [f"cpu{found.cpu} is handling a kprobe: {probe} (current_kprobe "
+                 f"{found.current:#x}, kprobe_status {found.status})",
+                 f"  stage: {found.stage}"]
+    for level, what in found.frames:
+        lines.append(f"  frame #{level}: {what}")
+    return "".join(line + "\n" for line in lines)

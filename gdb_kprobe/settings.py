@@ -38,15 +38,36 @@ class _ColourParameter(gdb.Parameter):
         return f"kp-color is {value}."
 
 
+class _UnwindParameter(gdb.Parameter):
+    """Whether gdb-kprobe's unwinders see through kprobe entry paths and rethook returns."""
+
+    set_doc = "Set whether backtraces see through kprobe trampolines (on by default)."
+    show_doc = "Show whether backtraces see through kprobe trampolines."
+
+    def __init__(self) -> None:
+        super().__init__("kp-unwind", gdb.COMMAND_STACK, gdb.PARAM_BOOLEAN)
+        self.value = True
+
+    def get_set_string(self) -> str:
+        from gdb_kprobe import unwind
+        unwind.set_enabled(bool(self.value))
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-unwind is {value}."
+
+
 _debug: _DebugParameter | None = None
 _colour: _ColourParameter | None = None
+_unwind: _UnwindParameter | None = None
 
 
 def register() -> None:
-    global _debug, _colour
+    global _debug, _colour, _unwind
     if _debug is None:
         _debug = _DebugParameter()
         _colour = _ColourParameter()
+        _unwind = _UnwindParameter()
 
 
 def colour() -> bool:

@@ -68,21 +68,27 @@ class ReturnHit:
     elapsed_ns: int | None
 
 
+def current_task(cpu: int) -> int | None:
+    """task_struct * running on `cpu` (per-CPU current_task, or pcpu_hot on 6.2+)."""
+    table = symbols.kernel()
+    offsets = percpu.offsets()
+    if table.address_of("pcpu_hot") is not None:
+        hot = types.layout("struct pcpu_hot")
+        slot = table.address_of("pcpu_hot") + hot.offset("current_task") + offsets[cpu]
+    elif table.address_of("current_task") is not None:
+        slot = table.address_of("current_task") + offsets[cpu]
+    else:
+        return None
+    return target.read_u64(slot)
+
+
 def current_task_comm() -> str | None:
-    """comm of the task on the stopped CPU (per-CPU current_task, or pcpu_hot on 6.2+)."""
+    """comm[pid] of the task on the stopped CPU."""
     try:
-        thread = gdb.selected_thread()
-        cpu = thread.num - 1                  # QEMU's gdbstub: one thread per vCPU
-        table = symbols.kernel()
-        offsets = percpu.offsets()
-        if table.address_of("pcpu_hot") is not None:
-            hot = types.layout("struct pcpu_hot")
-            slot = table.address_of("pcpu_hot") + hot.offset("current_task") + offsets[cpu]
-        elif table.address_of("current_task") is not None:
-            slot = table.address_of("current_task") + offsets[cpu]
-        else:
+        cpu = gdb.selected_thread().num - 1          # QEMU's gdbstub: one thread per vCPU
+        task = current_task(cpu)
+        if task is None:
             return None
-        task = target.read_u64(slot)
         task_layout = types.layout("struct task_struct")
         return target.read_cstring(task + task_layout.offset("comm"), 16) + \
             f"[{_pid(task, task_layout)}]"

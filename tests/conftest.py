@@ -109,7 +109,7 @@ def fake_gdb(monkeypatch):
     fake.Command = type("Command", (), {"__init__": lambda self, *a, **k: None})
     fake.Parameter = type("Parameter", (), {"__init__": lambda self, *a, **k: None})
     for index, name in enumerate(("COMMAND_DATA", "COMMAND_USER", "COMMAND_MAINTENANCE",
-                                  "COMMAND_SUPPORT", "PARAM_BOOLEAN", "PARAM_ENUM",
+                                  "COMMAND_SUPPORT", "COMMAND_STACK", "PARAM_BOOLEAN", "PARAM_ENUM",
                                   "COMPLETE_NONE", "COMPLETE_SYMBOL", "COMPLETE_FILENAME")):
         setattr(fake, name, index)
     monkeypatch.setitem(sys.modules, "gdb", fake)

@@ -144,8 +144,10 @@ def test_trace_event_kretprobe(session):
 
 
 def test_stopped_in_the_pre_handler(session):
+    shown = show(session, "inet_csk_accept")
+    handler = re.search(r"pre_handler\s+(0x[0-9a-f]+)\s+<handler_pre ", shown).group(1)
     session.stop()
-    assert "Breakpoint 1" in session.gdb.execute("break handler_pre")
+    assert "Breakpoint" in session.gdb.execute(f"break *{handler}")
     session.resume()
     token = session.lab.guest.send(TRAFFIC)
     hit = session.gdb.wait_prompt(timeout=60)

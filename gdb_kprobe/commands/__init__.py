@@ -18,6 +18,9 @@ Commands:
   kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
   kp-kaslr    does the vmlinux match the running kernel? its KASLR slide; relocate
   kp-locals   parameters and locals at a probe point: where they live, values, a kprobe_events line
+  kp-where    is this CPU inside kprobe handling? which probe, stage, probed frame
+
+Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
 
 Each command has `help <command>` and `<command> --help`."""
 
@@ -37,6 +40,7 @@ def register_all() -> None:
     from gdb_kprobe.commands.kp_kaslr import KpKaslr
     from gdb_kprobe.commands.kp_list import KpList
     from gdb_kprobe.commands.kp_locals import KpLocals
+    from gdb_kprobe.commands.kp_where import KpWhere
     from gdb_kprobe.commands.kp_modules import KpModules
     from gdb_kprobe.commands.kp_show import KpShow
     from gdb_kprobe.commands.kp_sim import KpSim
@@ -49,4 +53,5 @@ def register_all() -> None:
     KpBlacklist()
     KpKaslr()
     KpLocals()
+    KpWhere()
     _registered = True

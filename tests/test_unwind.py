@@ -1,0 +1,143 @@
+"""Backtraces through the kprobe machinery: int3, optprobe, ftrace, and rethook returns."""
+from __future__ import annotations
+
+import re
+
+TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
+           "sleep 0.3")
+SYSCALL = "do_syscall_64"
+
+
+def int3_offset(session) -> int:
+    listing = session.guest("cat /sys/kernel/debug/kprobes/list")
+    return int(re.search(r"  k  inet_csk_accept\+(0x[0-9a-f]+)    \n", listing).group(1), 16)
+
+
+def handler_bp(session, place: str, handler: str = "aggr_pre_handler") -> str:
+    """`break *ADDR if $rdi == PROBE` on a kernel-side handler of the probe at `place`:
+    aggr_pre_handler (it runs the module's handlers; kernel DWARF is exact, while gdb
+    shifts DWARF of module code outside .text on 6.12) or kprobe_dispatcher."""
+    out = session.gdb_cmd(f"kp-show {place}")
+    if handler == "aggr_pre_handler":
+        aggregate = re.search(r"aggregate: struct kprobe @ (0x[0-9a-f]+)", out).group(1)
+        return f"aggr_pre_handler if $rdi == {aggregate}"
+    for block in out.split("\nprobe ")[1:]:
+        match = re.search(rf"pre_handler\s+(0x[0-9a-f]+)\s+<{handler}[ >]", block)
+        if match:
+            probe = re.search(r"struct kprobe @ (0x[0-9a-f]+)", block).group(1)
+            return f"*{match.group(1)} if $rdi == {probe}"
+    raise AssertionError(f"no {handler} probe at {place}:\n{out}")
+
+
+def inner_place(session) -> str:
+    listing = session.guest("cat /sys/kernel/debug/kprobes/list")
+    return re.search(r"  k  (inet_accept\+0x[0-9a-f]+)    \[OPTIMIZED\]", listing).group(1)
+
+
+def args_of(session) -> dict[str, str]:
+    return dict(line.split(" = ", 1) for line in
+                session.gdb.execute("info args").strip().splitlines())
+
+
+def run(session, breakpoints: list[str], on_stop) -> None:
+    """Set breakpoints, make the guest accept a connection, call on_stop(n) per stop."""
+    session.stop()
+    for spec in breakpoints:
+        assert "Breakpoint" in session.gdb.execute(f"break {spec}")
+    session.resume()
+    token = session.lab.guest.send(TRAFFIC)
+    try:
+        for number in range(len(breakpoints)):
+            session.gdb.wait_prompt(timeout=120)
+            session.running = False
+            on_stop(number)
+            if number < len(breakpoints) - 1:
+                session.resume()
+    finally:
+        session.stop()
+        session.gdb.execute("delete")
+        session.resume()
+        session.lab.guest.wait(token)
+
+
+def probed_frame(bt: str, function: str) -> int:
+    match = re.search(rf"^#(\d+)\s+0x[0-9a-f]+ in {function} \[probed at ", bt, re.M)
+    assert match, bt
+    return int(match.group(1))
+
+
+def check_path(session, handler_bp: str, entry_kind: str, probed: str, probed_function: str):
+    seen = {}
+
+    def on_stop(number):
+        if number == 0:                          # a plain breakpoint on the probed function
+            seen["plain"] = args_of(session)
+            return
+        bt = session.gdb.execute("bt 40")
+        assert re.search(rf"<kprobe: {entry_kind} on {re.escape(probed)}", bt), bt
+        level = probed_frame(bt, probed_function)
+        after = bt.split(f"#{level} ", 1)[1]
+        assert "inet_accept" in after and SYSCALL in after, bt
+        session.gdb.execute(f"frame {level}")
+        seen["unwound"] = args_of(session)
+        session.gdb.execute("set kp-unwind off")
+        try:
+            broken = session.gdb.execute("bt 40")
+            assert SYSCALL not in broken and "[probed" not in broken, \
+                "without the unwinders gdb cannot get past the trampoline"
+        finally:
+            session.gdb.execute("set kp-unwind on")
+
+    run(session, [probed_function, handler_bp], on_stop)
+    assert seen["unwound"] == seen["plain"]
+
+
+def test_int3_path(session):
+    offset = int3_offset(session)
+    check_path(session, handler_bp(session, f"inet_csk_accept+{offset}"), "int3",
+               f"inet_csk_accept+{offset:#x}", "inet_csk_accept")
+
+
+def test_optprobe_path(session):
+    place = inner_place(session)
+    check_path(session, handler_bp(session, place, "kprobe_dispatcher"), "optprobe", place,
+               "inet_accept")
+
+
+def test_ftrace_path(session):
+    check_path(session, handler_bp(session, "inet_csk_accept"), "ftrace", "inet_csk_accept+0x",
+               "inet_csk_accept")
+
+
+def test_kretprobe_caller_and_finish(session):
+    offset = int3_offset(session)                 # after the kretprobe's entry ran
+
+    def on_stop(_number):
+        bt = session.gdb.execute("bt 20")
+        assert re.search(r"^#1\s+0x[0-9a-f]+ in inet_accept <kretprobe: return address restored",
+                         bt, re.M), bt
+        assert SYSCALL in bt
+        session.gdb.execute("set kp-unwind off")
+        try:
+            broken = session.gdb.execute("bt 3")
+            assert "arch_rethook_trampoline" in broken.splitlines()[1], broken
+        finally:
+            session.gdb.execute("set kp-unwind on")
+        out = session.gdb.execute("finish", timeout=60)
+        assert "Run till exit" in out and re.search(r"^(0x[0-9a-f]+ in )?inet_accept \(", out,
+                                                    re.M), out
+
+    run(session, [f"*inet_csk_accept+{offset}"], on_stop)
+
+
+def test_kp_where(session):
+    offset = int3_offset(session)
+
+    def on_stop(_number):
+        out = session.gdb.execute("kp-where")
+        assert re.search(rf"cpu\d+ is handling a kprobe: inet_csk_accept\+{offset:#x} ", out), out
+        assert "stage: pre-handler" in out
+        assert re.search(r"frame #\d+: inet_csk_accept \[probed at", out), out
+
+    run(session, [handler_bp(session, f"inet_csk_accept+{offset}")], on_stop)
+    assert "is not handling a kprobe" in session.gdb_cmd("kp-where")
