@@ -26,6 +26,11 @@ test: setup
 unit: setup
 	$(VENV_PY) -m pytest -q tests -m "not e2e" $(PYTEST_ARGS)
 
+# The "fast over a slow wire" benchmark (bench/run.py); KERNELS=6.1 runs one kernel.
+.PHONY: bench
+bench: setup
+	$(VENV_PY) -m bench.run --kernels $(KERNELS) --gdb $(GDB) $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv .pytest_cache
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 
+from qemu import fpkernel
+
 
 @dataclasses.dataclass(frozen=True)
 class DebianKernel:
@@ -61,8 +63,24 @@ KERNELS: dict[str, DebianKernel] = {
 }
 DEFAULT_KERNEL = "6.1"
 
+# Kernels the lab compiles itself (qemu/fpkernel.py). Not in KERNELS: that is what the e2e
+# tests run on by default, and a build takes minutes.
+BUILT_KERNELS: dict[str, fpkernel.BuiltKernel] = {
+    "6.1-fp": fpkernel.BuiltKernel(
+        name="6.1-fp",
+        version=KERNELS["6.1"].version,   # the same source as the Debian 6.1 kernel
+        source_pkg="linux-source-6.1",
+        fragment=fpkernel.CONFIGS / "lab-fp.config",
+    ),
+}
+
 # Host packages the lab needs (installed by `qemu/setup.sh` when missing).
 HOST_PACKAGES = ["qemu-system-x86", "busybox-static", "cpio", "gdb", "gcc-12", "make", "xz-utils"]
+
+
+def names() -> list[str]:
+    """Every kernel the lab can boot: Debian's, then the ones it builds."""
+    return [*KERNELS, *BUILT_KERNELS]
 
 
 def cache_dir() -> pathlib.Path:
@@ -75,7 +93,7 @@ def cache_dir() -> pathlib.Path:
 class KernelFiles:
     """Where one kernel's unpacked files live in the cache."""
 
-    kernel: DebianKernel
+    kernel: DebianKernel | fpkernel.BuiltKernel
     root: pathlib.Path
 
     @property
@@ -97,6 +115,8 @@ class KernelFiles:
     @property
     def headers(self) -> pathlib.Path:
         """The kbuild tree modules are built against (`make -C <this> M=...`)."""
+        if isinstance(self.kernel, fpkernel.BuiltKernel):
+            return fpkernel.tree(self.root)
         return self.root / "headers" / "usr" / "src" / f"linux-headers-{self.kernel.release}"
 
     @property
@@ -105,8 +125,12 @@ class KernelFiles:
 
 
 def files_for(name: str) -> KernelFiles:
+    if name in BUILT_KERNELS:
+        built = BUILT_KERNELS[name]
+        # Named after what the build depends on: a changed config fragment builds afresh.
+        return KernelFiles(built, cache_dir() / "kernels" / f"{built.release}-{built.digest()}")
     if name not in KERNELS:
-        raise SystemExit(f"unknown kernel {name!r}; known: {', '.join(KERNELS)}")
+        raise SystemExit(f"unknown kernel {name!r}; known: {', '.join(names())}")
     kernel = KERNELS[name]
     return KernelFiles(kernel, cache_dir() / "kernels" / kernel.release)
 
@@ -116,7 +140,7 @@ def _deb_path(debs: pathlib.Path, package: str) -> pathlib.Path | None:
     return found[0] if found else None
 
 
-def _download(kernel: DebianKernel, debs: pathlib.Path) -> None:
+def _download(kernel: DebianKernel | fpkernel.BuiltKernel, debs: pathlib.Path) -> None:
     missing = [p for p in kernel.packages if _deb_path(debs, p) is None]
     if not missing:
         return
@@ -149,6 +173,11 @@ def fetch(name: str) -> KernelFiles:
         return files
     debs = cache_dir() / "debs"
     _download(kernel, debs)
+    if isinstance(kernel, fpkernel.BuiltKernel):
+        source = _deb_path(debs, kernel.source_pkg)
+        assert source is not None   # _download() got it or raised
+        fpkernel.build(kernel, source, files.root)
+        return files
     files.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=files.root) as tmp:
         tmpdir = pathlib.Path(tmp)

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Install what the lab and the tests need on a Debian 12 machine, only what is missing.
 # Run as root (CI) or with sudo available. Python test dependencies go into .venv.
+# The last line of PACKAGES is for building the 6.1-fp kernel from source (qemu/fpkernel.py).
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="qemu-system-x86 busybox-static gdb gcc-12 make xz-utils libelf1 libssl3 zlib1g \
-python3 python3-venv python3-pygments"
+python3 python3-venv python3-pygments \
+libc6-dev flex bison bc libelf-dev"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
