@@ -2,8 +2,10 @@
 # and `make test` (the whole suite). Both install what is missing first.
 KERNEL ?= 6.1
 SCENARIO ?= default
-KERNELS ?= 6.1,6.12
+KERNELS ?= 6.1,6.12,6.1-fp
+GDB18_KERNELS ?= 6.1,6.12
 GDB ?= gdb
+GDB18 = .venv-gdb18/bin/gdb
 PYTEST_ARGS ?=
 VENV_PY = .venv/bin/python
 
@@ -19,9 +21,12 @@ lab: setup
 	$(VENV_PY) -m qemu.lab --kernel $(KERNEL) --scenario $(SCENARIO) --gdb $(GDB) \
 		$(if $(BATCH),--batch "$(BATCH)")
 
+# Unit tests and the e2e suite on every lab kernel with Debian's gdb 13, then the e2e suite
+# again with gdb 18.1.
 test: setup
 	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
 	$(VENV_PY) -m pytest -q tests --kernels $(KERNELS) --gdb $(GDB) $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q tests -m e2e --kernels $(GDB18_KERNELS) --gdb $(GDB18) $(PYTEST_ARGS)
 
 unit: setup
 	$(VENV_PY) -m pytest -q tests -m "not e2e" $(PYTEST_ARGS)
@@ -32,6 +37,6 @@ bench: setup
 	$(VENV_PY) -m bench.run --kernels $(KERNELS) --gdb $(GDB) $(BENCH_ARGS)
 
 clean:
-	rm -rf .venv .pytest_cache
+	rm -rf .venv .venv-gdb18 .pytest_cache
 
 comma := ,

@@ -17,7 +17,7 @@ class _Marked(FrameDecorator):
 
     def function(self):
         name = super().function()
-        if isinstance(name, int) or not name:
+        if isinstance(name, int) or not name or name in ("??", "???"):
             # asm code has no DWARF function: name it from the ELF symbols, as bt does
             found = Symbolizer().lookup(self.inferior_frame().pc())
             name = found.symbol if found else "??"

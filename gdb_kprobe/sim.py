@@ -121,6 +121,7 @@ class Breakpoints:
         self.placed: list[gdb.Breakpoint] = []
 
     def add(self, address: int) -> gdb.Breakpoint:
+        refuse_live_int3(address)
         bp = gdb.Breakpoint(f"*{address:#x}", internal=True)
         bp.silent = True
         self.placed.append(bp)
@@ -137,6 +138,20 @@ class Breakpoints:
             except (gdb.error, RuntimeError):
                 pass
         self.placed.clear()
+
+
+def refuse_live_int3(address: int) -> None:
+    """A gdb breakpoint must not sit on an int3 the kernel wrote (a kprobe's): resuming
+    from it, gdb takes the int3 for a permanent breakpoint and steps over it, so neither
+    the kprobe nor the instruction it replaced would run, and the guest goes wrong."""
+    try:
+        live = target.read(address, 1)
+    except KpError:
+        return
+    if live == b"\xcc":
+        raise KpError(f"a kprobe's int3 is live at {address:#x}: gdb would step over it as a "
+                      "permanent breakpoint, skipping the probe and the instruction it "
+                      "replaced; use a neighbouring instruction, or disable the probe")
 
 
 def _resume() -> None:

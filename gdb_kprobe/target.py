@@ -37,14 +37,41 @@ def is_canonical(address: int) -> bool:
     return top == 0 or top == 0xFF
 
 
+BLOCK = 2048      # what QEMU's gdbstub serves in one `m` packet; never crosses a page
+
+
 def read(address: int, size: int) -> bytes:
-    """Read `size` bytes of target memory; KpError with the address when unreadable."""
+    """Read `size` bytes of target memory; KpError with the address when unreadable.
+
+    Small reads are served from aligned 2 KiB blocks (one packet each, cached until the
+    target runs): kernel objects of one kind tend to sit together, so a walk over a
+    thousand probes costs a few hundred packets, not a thousand.
+    """
     key = (address, size)
     data = _cache.get(key)
     if data is not None:
         return data
     if not is_canonical(address):
         raise KpError(f"non-canonical address {address:#x}")
+    block = address & ~(BLOCK - 1)
+    if address + size <= block + BLOCK:
+        chunk = _cache.get((block, BLOCK))
+        if chunk is None:
+            try:
+                chunk = _read_exact(block, BLOCK)
+            except KpError:
+                chunk = None       # e.g. MMIO or a hole: fall back to the exact bytes
+            if chunk is not None:
+                _cache[(block, BLOCK)] = chunk
+        if chunk is not None:
+            offset = address - block
+            return chunk[offset: offset + size]
+    data = _read_exact(address, size)
+    _cache[key] = data
+    return data
+
+
+def _read_exact(address: int, size: int) -> bytes:
     try:
         data = bytes(gdb.selected_inferior().read_memory(address, size))
     except gdb.MemoryError as exc:
@@ -53,7 +80,6 @@ def read(address: int, size: int) -> bytes:
         raise KpError(f"cannot read target memory at {address:#x}: {exc}") from None
     stats["reads"] += 1
     stats["bytes"] += size
-    _cache[key] = data
     return data
 
 

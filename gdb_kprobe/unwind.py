@@ -159,8 +159,8 @@ class KprobeUnwinder(Unwinder):
 
     def _from_rethook(self, pending, pc: int, sp: int):
         trampoline = symbols.kernel().address_of("arch_rethook_trampoline")
-        if trampoline is None:
-            return None
+        if trampoline is None or not _on_stack(sp, trampoline):
+            return None                # cheap test first: most frames have no kretprobe
         node = _rethook_node_for(pc, sp, trampoline)
         if node is None:
             return None
@@ -178,6 +178,19 @@ class KprobeUnwinder(Unwinder):
         labels[(cfa, ret_addr)] = f"<kretprobe: return address restored from rethook " \
                                   f"(was arch_rethook_trampoline)>"
         return info
+
+
+STACK_SCAN = 1024                      # more than any kernel function's frame
+
+
+def _on_stack(sp: int, trampoline: int) -> bool:
+    """Is the trampoline's address in the stack just above sp (where this frame's return
+    slot is)? One read; saves the task and rethook walk on ordinary frames."""
+    try:
+        data = target.read(sp, STACK_SCAN)
+    except KpError:
+        return True                    # cannot tell: take the slow, exact path
+    return trampoline.to_bytes(8, "little") in data
 
 
 def _value(pending, register: str, value: int) -> gdb.Value:

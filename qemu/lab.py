@@ -109,6 +109,8 @@ class Gdb:
         self.child = pexpect.spawn(gdb_binary, ["-q", "-nx", "-iex", f"set prompt {self.PROMPT}",
                                                 "-iex", "set editing off",
                                                 "-iex", "set pagination off", "-iex", "set height 0",
+                                                # gdb 18 would ask about debuginfod
+                                                "-iex", "set debuginfod enabled off",
                                                 "-iex", f"set index-cache directory {index}",
                                                 "-iex", "set index-cache enabled on", *args],
                                    encoding="utf-8", codec_errors="replace", timeout=timeout,

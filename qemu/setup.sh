@@ -26,3 +26,9 @@ if [ ! -x .venv/bin/python ] || [ requirements.txt -nt .venv/.installed ]; then
 	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch .venv/.installed
 fi
+# gdb 18.1 lives in a venv of its own so its `gdb` never shadows Debian's.
+if [ ! -x .venv-gdb18/bin/gdb ] || [ requirements-gdb18.txt -nt .venv-gdb18/.installed ]; then
+	"$PY" -m venv .venv-gdb18
+	.venv-gdb18/bin/python -m pip install -q --disable-pip-version-check -r requirements-gdb18.txt
+	touch .venv-gdb18/.installed
+fi

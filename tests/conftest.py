@@ -113,6 +113,16 @@ def fake_gdb(monkeypatch):
                                   "COMPLETE_NONE", "COMPLETE_SYMBOL", "COMPLETE_FILENAME")):
         setattr(fake, name, index)
     monkeypatch.setitem(sys.modules, "gdb", fake)
+    # gdb's own Python packages the plugin imports at load time
+    decorator = types.ModuleType("gdb.FrameDecorator")
+    decorator.FrameDecorator = type("FrameDecorator", (), {"__init__": lambda self, base: None})
+    unwinder = types.ModuleType("gdb.unwinder")
+    unwinder.Unwinder = type("Unwinder", (), {"__init__": lambda self, name: None})
+    unwinder.register_unwinder = lambda *a, **k: None
+    fake.unwinder = unwinder
+    fake.frame_filters = {}
+    monkeypatch.setitem(sys.modules, "gdb.FrameDecorator", decorator)
+    monkeypatch.setitem(sys.modules, "gdb.unwinder", unwinder)
     for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
         monkeypatch.delitem(sys.modules, name)
     return fake

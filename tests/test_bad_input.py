@@ -153,6 +153,7 @@ def test_target_running(session, command):
         session.gdb.wait_for_stop()
 
 
+@pytest.mark.e2e
 def test_target_dies_mid_command(kernel, gdb_binary):
     """QEMU goes away while kp-sim waits for a hit: one line, gdb lives on, nothing left."""
     from qemu.lab import Lab
@@ -169,6 +170,6 @@ def test_target_dies_mid_command(kernel, gdb_binary):
                             r"remote, or open a dump with core-file", out[-1]), out
         assert_line(gdb.execute("kp-list"), "not attached to a kernel; connect to it first: "
                                             "target remote 127.0.0.1:PORT (QEMU's gdbstub)")
-        assert gdb.execute("maint info breakpoints").strip() == "No breakpoints or watchpoints."
+        assert gdb.execute("maint info breakpoints").strip().startswith("No breakpoints")
     finally:
         lab.stop()

@@ -14,6 +14,9 @@ LIST = "/sys/kernel/debug/kprobes/list"
 
 @pytest.fixture(scope="module")
 def kaslr_session(kernel, gdb_binary):
+    config = kernels.fetch(kernel).config
+    if "CONFIG_RANDOMIZE_BASE=y" not in config.read_text():
+        pytest.skip(f"{kernel} is built without KASLR (CONFIG_RANDOMIZE_BASE)")
     lab = Lab(kernel, kaslr=True)
     lab.start()
     yield Session(lab, lab.gdb(gdb_binary=gdb_binary))

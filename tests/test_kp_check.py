@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 EVENTS = "/sys/kernel/tracing/kprobe_events"
-MID = {"6.1": "inet_accept+21", "6.12": "inet_accept+0x14", "6.1-fp": "inet_accept+21"}
+MID = {"6.1": "inet_accept+21", "6.12": "inet_accept+0x14", "6.1-fp": "inet_accept+0x14"}
 
 
 def test_blacklist_matches_debugfs(session):

@@ -6,7 +6,7 @@ import time
 
 TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
            "sleep 0.3")
-NO_BREAKPOINTS = "No breakpoints or watchpoints."
+NO_BREAKPOINTS = "No breakpoints"          # gdb 18 goes on: ", watchpoints, tracepoints, ..."
 
 
 def sim_with_traffic(session, command: str) -> str:
@@ -29,7 +29,7 @@ def regs_of(out: str) -> dict[str, tuple[int, int]]:
 
 
 def assert_clean(session) -> None:
-    assert session.gdb_cmd("maint info breakpoints").strip() == NO_BREAKPOINTS
+    assert session.gdb_cmd("maint info breakpoints").strip().startswith(NO_BREAKPOINTS)
     assert session.guest("echo still-here").strip() == "still-here"
 
 
@@ -63,7 +63,7 @@ def test_inside_a_function(session):
 
 
 # the lecture's inet_accept+21 on 6.1; on 6.12 the issue's +0x14 is mid-instruction
-MID_INSTRUCTION = {"6.1": 21, "6.12": 0x14, "6.1-fp": 21}
+MID_INSTRUCTION = {"6.1": 21, "6.12": 0x14, "6.1-fp": 0x14}
 
 
 def test_not_an_instruction_boundary(session):

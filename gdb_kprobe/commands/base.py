@@ -44,7 +44,10 @@ class KpCommand(gdb.Command):
         super().__init__(self.name, gdb.COMMAND_DATA)
 
     def build_parser(self) -> KpArgumentParser:
-        return KpArgumentParser(prog=self.name, description=self.summary, add_help=True)
+        # a fixed width: help (and docs/commands.md made from it) must not depend on $COLUMNS
+        return KpArgumentParser(prog=self.name, description=self.summary, add_help=True,
+                                formatter_class=lambda prog: argparse.HelpFormatter(prog,
+                                                                                    width=92))
 
     def _doc(self) -> str:
         text = self.summary + "\n\n" + self.parser.format_help()
@@ -74,8 +77,10 @@ class KpCommand(gdb.Command):
             raise gdb.GdbError(f"{self.name}: cannot read target memory: {exc}") from None
         except gdb.error as exc:
             text = " ".join(str(exc).split())
-            if any(word in text for word in ("Remote connection closed", "Target disconnected",
-                                             "Remote communication error")):
+            gone = gdb.selected_inferior().pid == 0      # the connection dropped meanwhile
+            if gone or any(word in text for word in ("Remote connection closed",
+                                                     "Target disconnected",
+                                                     "Remote communication error")):
                 raise gdb.GdbError(f"{self.name}: the target went away ({text}); reconnect with "
                                    "target remote, or open a dump with core-file") from None
             raise gdb.GdbError(f"{self.name}: {text}") from None

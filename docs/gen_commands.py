@@ -1,0 +1,66 @@
+"""Write docs/commands.md from the commands' own `help` text, so it cannot drift.
+
+    python3 docs/gen_commands.py          # rewrite docs/commands.md
+    python3 docs/gen_commands.py --check  # exit 1 if it is out of date (run by the tests)
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = ROOT / "docs" / "commands.md"
+EXAMPLES = {
+    "kp-list": "kp-list\nffffffff8189ad74  k  inet_accept+0x14    [OPTIMIZED]\n"
+               "ffffffff81354500  k  vfs_statx+0x0    [FTRACE]",
+    "kp-check": "kp-check inet_accept+21\ninet_accept+21 -> inet_accept+0x15 (0xffffffff8189ad75): "
+                "rejected: -EILSEQ (Invalid or incomplete multibyte or wide character): not an "
+                "instruction boundary: inside `sub    $0x10,%rsp` at inet_accept+0x14 (4 bytes)",
+    "kp-where": "kp-where\ncpu0 is handling a kprobe: inet_csk_accept+0x5 (current_kprobe "
+                "0xff11000004c7c900, kprobe_status KPROBE_HIT_ACTIVE)\n  stage: pre-handler",
+}
+
+
+def help_texts() -> dict[str, str]:
+    out = subprocess.run(["gdb", "-q", "-nx", "-batch", "-ex", f"source {ROOT / 'gdbinit.py'}",
+                          "-ex", "help kp"], capture_output=True, text=True, check=True).stdout
+    names = re.findall(r"^  (kp-[\w-]+)", out, re.M)
+    texts = {"kp": out.strip()}
+    for name in names:
+        texts[name] = subprocess.run(
+            ["gdb", "-q", "-nx", "-batch", "-ex", f"source {ROOT / 'gdbinit.py'}",
+             "-ex", f"help {name}"], capture_output=True, text=True, check=True).stdout.strip()
+    return texts
+
+
+def render(texts: dict[str, str]) -> str:
+    parts = ["# gdb-kprobe command reference",
+             "",
+             "Generated from the commands' own `help` by `docs/gen_commands.py`; do not edit.",
+             "Every command also takes `--help`. Bad input ends in one line saying what is "
+             "wrong and what to do.",
+             "", "```", texts["kp"], "```"]
+    for name, text in texts.items():
+        if name == "kp":
+            continue
+        parts += ["", f"## {name}", "", "```", text, "```"]
+        if name in EXAMPLES:
+            parts += ["", "Example:", "", "```", EXAMPLES[name], "```"]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render(help_texts())
+    if "--check" in argv:
+        if not TARGET.exists() or TARGET.read_text() != text:
+            print("docs/commands.md is out of date: run python3 docs/gen_commands.py")
+            return 1
+        return 0
+    TARGET.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
