@@ -121,8 +121,22 @@ class Breakpoints:
         self.placed: list[gdb.Breakpoint] = []
 
     def add(self, address: int) -> gdb.Breakpoint:
-        refuse_live_int3(address)
-        bp = gdb.Breakpoint(f"*{address:#x}", internal=True)
+        if _live_int3(address):
+            if not symbols.in_kernel_image(address):
+                refuse_live_int3(address)
+            # gdb marks a breakpoint on an int3 it finds in memory as "permanent" and would
+            # step over that int3 on resume, so the kprobe would never run. Created while gdb
+            # reads the vmlinux's original byte instead, the breakpoint is an ordinary one:
+            # on resume gdb single-steps the CPU into the int3 and the kprobe fires.
+            previous = gdb.parameter("trust-readonly-sections")
+            gdb.execute("set trust-readonly-sections on", to_string=True)
+            try:
+                bp = gdb.Breakpoint(f"*{address:#x}", internal=True)
+            finally:
+                if not previous:
+                    gdb.execute("set trust-readonly-sections off", to_string=True)
+        else:
+            bp = gdb.Breakpoint(f"*{address:#x}", internal=True)
         bp.silent = True
         self.placed.append(bp)
         return bp
@@ -138,6 +152,13 @@ class Breakpoints:
             except (gdb.error, RuntimeError):
                 pass
         self.placed.clear()
+
+
+def _live_int3(address: int) -> bool:
+    try:
+        return target.read(address, 1) == b"\xcc"
+    except KpError:
+        return False
 
 
 def refuse_live_int3(address: int) -> None:

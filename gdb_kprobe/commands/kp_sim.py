@@ -89,7 +89,8 @@ def _continuation(place: location.Place, original: code.Insn,
                 "post view comes after all of them")
         return next_address, "a jmp (an optprobe or a jump label) replaces the original code"
     if live.raw[0] == anatomy.INT3:
-        sim.refuse_live_int3(place.address)
+        return next_address, ("a real kprobe's int3: the kernel runs its handlers and "
+                              "single-steps its copy; the post view is where it resumes")
     if live.raw[0] == anatomy.CALL32:
         return next_address, ("an ftrace call (an ftrace-based kprobe or tracer): the "
                               "trampoline runs and returns; the post view is after the call")
