@@ -82,30 +82,29 @@ def _entries(start_symbol: str, stop_symbol: str, entry_size: int) -> tuple[int,
     return (start, data) if data is not None else None
 
 
-def _is_jump_label(address: int) -> bool:
-    found = _entries("__start___jump_table", "__stop___jump_table", 16)
+def _in_patch_site(start: str, stop: str, entry_size: int, site_size: int,
+                   address: int) -> bool:
+    """Does `address` fall in a code site listed in a table of entries whose first field is
+    an s32 displacement to the site (__jump_table, static_call_sites)?"""
+    found = _entries(start, stop, entry_size)
     if found is None:
         return False
     base, data = found
-    for index in range(len(data) // 16):
-        entry = base + 16 * index
-        code_at = entry + struct.unpack_from("<i", data, 16 * index)[0]
-        if code_at <= address < code_at + JUMP_LABEL_NOP_SIZE:
+    for offset in range(0, len(data) - entry_size + 1, entry_size):
+        site = base + offset + struct.unpack_from("<i", data, offset)[0]
+        if site <= address < site + site_size:
             return True
     return False
+
+
+def _is_jump_label(address: int) -> bool:
+    return _in_patch_site("__start___jump_table", "__stop___jump_table", 16,
+                          JUMP_LABEL_NOP_SIZE, address)
 
 
 def _is_static_call(address: int) -> bool:
-    found = _entries("__start_static_call_sites", "__stop_static_call_sites", 8)
-    if found is None:
-        return False
-    base, data = found
-    for index in range(len(data) // 8):
-        entry = base + 8 * index
-        site = entry + struct.unpack_from("<i", data, 8 * index)[0]
-        if site <= address < site + CALL_INSN_SIZE:
-            return True
-    return False
+    return _in_patch_site("__start_static_call_sites", "__stop_static_call_sites", 8,
+                          CALL_INSN_SIZE, address)
 
 
 def _is_bug(address: int) -> bool:
