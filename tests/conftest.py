@@ -105,6 +105,8 @@ def fake_gdb(monkeypatch):
     fake.error = type("error", (RuntimeError,), {})
     fake.MemoryError = type("MemoryError", (fake.error,), {})
     fake.GdbError = type("GdbError", (Exception,), {})
+    fake.execute = lambda *a, **k: ""
+    fake.Breakpoint = type("Breakpoint", (), {"__init__": lambda self, *a, **k: None})
     # importing gdb_kprobe registers its commands and settings: let that be a no-op
     fake.Command = type("Command", (), {"__init__": lambda self, *a, **k: None})
     fake.Parameter = type("Parameter", (), {"__init__": lambda self, *a, **k: None})
