@@ -13,19 +13,15 @@ def int3_offset(session) -> int:
     return int(re.search(r"  k  inet_csk_accept\+(0x[0-9a-f]+)    \n", listing).group(1), 16)
 
 
-def handler_bp(session, place: str, handler: str = "aggr_pre_handler") -> str:
-    """`break *ADDR if $rdi == PROBE` on a kernel-side handler of the probe at `place`:
-    aggr_pre_handler (it runs the module's handlers; kernel DWARF is exact, while gdb
-    shifts DWARF of module code outside .text on 6.12) or kprobe_dispatcher."""
+def handler_bp(session, place: str, handler: str = "handler_pre") -> str:
+    """`break HANDLER if $rdi == PROBE`: a pre-handler of the probe at `place` by name, the
+    lab module's handler_pre (its DWARF placed by kp-modules) or kprobe_dispatcher (the
+    trace event's)."""
     out = session.gdb_cmd(f"kp-show {place}")
-    if handler == "aggr_pre_handler":
-        aggregate = re.search(r"aggregate: struct kprobe @ (0x[0-9a-f]+)", out).group(1)
-        return f"aggr_pre_handler if $rdi == {aggregate}"
     for block in out.split("\nprobe ")[1:]:
-        match = re.search(rf"pre_handler\s+(0x[0-9a-f]+)\s+<{handler}[ >]", block)
-        if match:
+        if re.search(rf"pre_handler\s+0x[0-9a-f]+\s+<{handler}[ >]", block):
             probe = re.search(r"struct kprobe @ (0x[0-9a-f]+)", block).group(1)
-            return f"*{match.group(1)} if $rdi == {probe}"
+            return f"{handler} if $rdi == {probe}"
     raise AssertionError(f"no {handler} probe at {place}:\n{out}")
 
 

@@ -6,7 +6,7 @@ import os
 
 import gdb
 
-from gdb_kprobe import render, target
+from gdb_kprobe import elf_relocate, render, target
 from gdb_kprobe import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError
@@ -78,17 +78,20 @@ def find_ko(name: str) -> str | None:
 
 
 def load_symbols(module: kmodules.Module, path: str) -> str:
-    """add-symbol-file with every section at its load address (handlers may sit in
-    .text.unlikely or .kprobes.text, not only .text)."""
+    """Load the .ko's symbols with every section at its load address (handlers sit in
+    .kprobes.text or .text.unlikely, not only .text): from a copy whose section headers
+    carry those addresses, since gdb relocates a .ko's DWARF by .text alone otherwise."""
     key = (module.name, module.address)
     if key in _loaded:
         return "symbols loaded"
-    sections = kmodules.sections(module)
-    text = sections.get(".text")
-    if text is None:
+    sections = {name: address for name, address in kmodules.sections(module).items()
+                if address}
+    if ".text" not in sections:
         return "no .text address in sect_attrs"
-    extra = " ".join(f"-s {name} {address:#x}" for name, address in sorted(sections.items())
-                     if name != ".text" and address and not name.startswith(".note"))
-    gdb.execute(f"add-symbol-file {path} {text:#x} {extra}", from_tty=False, to_string=True)
+    try:
+        copy = elf_relocate.write_placed(path, sections)
+    except (OSError, elf_relocate.ElfError) as exc:
+        raise KpError(f"kp-modules: cannot use {path}: {exc}") from None
+    gdb.execute(f"add-symbol-file {copy}", from_tty=False, to_string=True)
     _loaded.add(key)
     return "symbols loaded now"
