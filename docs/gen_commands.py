@@ -41,6 +41,7 @@ def render(texts: dict[str, str]) -> str:
              "Generated from the commands' own `help` by `docs/gen_commands.py`; do not edit.",
              "Every command also takes `--help`. Bad input ends in one line saying what is "
              "wrong and what to do.",
+             "`--json` (kp-list, kp-show, kp-locals): fields and schemas in [json.md](json.md).",
              "", "```", texts["kp"], "```"]
     for name, text in texts.items():
         if name == "kp":

@@ -3,7 +3,8 @@
 Commands build a Palette from the settings (`palette()`) and hand it to the
 renderers, which stay free of gdb calls. Colour is off when `set kp-color off`,
 when NO_COLOR is set, when gdb's styling is off (auto), or without pygments
-(gdb's embedded Python may not have it).
+(gdb's embedded Python may not have it). gdb 14 and later also drop escape sequences
+from Python output while `set style enabled` is off, whatever kp-color says.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ try:
 except ImportError:            # plain output without pygments
     highlight = None
 
-BOLD, YELLOW, RESET = "\x1b[1m", "\x1b[33m", "\x1b[0m"
+BOLD, YELLOW, CYAN, RESET = "\x1b[1m", "\x1b[33m", "\x1b[36m", "\x1b[0m"
 
 
 class Palette:
@@ -34,6 +35,9 @@ class Palette:
 
     def flag(self, text: str) -> str:
         return f"{YELLOW}{text}{RESET}" if self.enabled else text
+
+    def address(self, text: str) -> str:
+        return f"{CYAN}{text}{RESET}" if self.enabled else text
 
 
 PLAIN = Palette(False)

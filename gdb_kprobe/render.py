@@ -11,19 +11,17 @@ from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.report import ProbeRow
 
 
-def debugfs_line(row: ProbeRow) -> str:
+def debugfs_line(row: ProbeRow, palette: Palette = PLAIN) -> str:
+    """One kprobes/list line; with PLAIN (colour off) byte-identical to debugfs."""
     probe = row.probe
+    address = palette.address(f"{probe.addr:016x}")
     if row.location is not None:
         loc = row.location
-        head = f"{probe.addr:016x}  {row.kind}  {loc.symbol}+{loc.offset:#x}  " \
+        head = f"{address}  {row.kind}  {loc.symbol}+{loc.offset:#x}  " \
                f"{loc.module if loc.module else ' '} "
     else:
-        head = f"{probe.addr:016x}  {row.kind}  {probe.addr:#x} "
-    flags = row.flags_probe
-    return head + ("[GONE]" if probe.gone else "") \
-        + ("[DISABLED]" if probe.disabled and not probe.gone else "") \
-        + ("[OPTIMIZED]" if flags.optimized else "") \
-        + ("[FTRACE]" if flags.ftrace else "")
+        head = f"{address}  {row.kind}  {probe.addr:#x} "
+    return head + "".join(palette.flag(f"[{word}]") for word in row.listed_flags())
 
 
 def _where(location: Location | None, address: int) -> str:
@@ -55,7 +53,7 @@ def verbose_lines(row: ProbeRow) -> list[str]:
     return lines
 
 
-def probe_list(rows, numbered: bool = False) -> str:
+def probe_list(rows, numbered: bool = False, palette: Palette = PLAIN) -> str:
     """kprobes/list lines; a damaged list gets a `!! damaged:` line where it breaks."""
     out = []
     index = 0
@@ -64,7 +62,7 @@ def probe_list(rows, numbered: bool = False) -> str:
             out.append(f"!! damaged: {row.note}")
             continue
         index += 1
-        line = debugfs_line(row)
+        line = debugfs_line(row, palette)
         out.append(f"#{index:<3} {line}" if numbered else line)
         out.extend(verbose_lines(row))
     return "".join(line + "\n" for line in out)

@@ -29,7 +29,13 @@ ATTACHED = [
     ("kp-list --verbose=yes", "kp-list: argument -v/--verbose: ignored explicit argument 'yes'"
      + SEE.format("kp-list")),
     ("kp-list -n -n -x", "kp-list: unrecognized arguments: -x" + SEE.format("kp-list")),
+    ("kp-list --json -n", 'kp-list: --json always numbers the probes (their "index" is the N of '
+                          'kp-show #N); drop -n'),
+    ("kp-list --json --json=1", "kp-list: argument --json: ignored explicit argument '1'"
+     + SEE.format("kp-list")),
     ("kp-show", "kp-show: the following arguments are required: place" + SEE.format("kp-show")),
+    ("kp-show --json", "kp-show: the following arguments are required: place"
+     + SEE.format("kp-show")),
     ("kp-show nosuch_function", NO_SYMBOL.format("nosuch_function")),
     ("kp-show inet_accept+", BAD_PLACE.format("inet_accept+")),
     ("kp-show inet_accept+-4", "negative offset in `inet_accept+-4`: offsets count forward from "

@@ -49,6 +49,13 @@ class KpCommand(gdb.Command):
                                 formatter_class=lambda prog: argparse.HelpFormatter(prog,
                                                                                     width=92))
 
+    @staticmethod
+    def add_json_option(parser: KpArgumentParser) -> None:
+        """--json: one JSON document instead of text (gdb_kprobe/jsonout.py, docs/json.md)."""
+        parser.add_argument("--json", action="store_true",
+                            help="print one line of JSON instead of text (no colour); fields "
+                                 "and schema: docs/json.md")
+
     def _doc(self) -> str:
         text = self.summary + "\n\n" + self.parser.format_help()
         if self.mirrors:

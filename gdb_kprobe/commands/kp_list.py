@@ -7,7 +7,9 @@ import gdb
 
 from gdb_kprobe import render, target
 from gdb_kprobe import guards
+from gdb_kprobe import colour, jsonout
 from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.errors import KpUsageError
 from gdb_kprobe.kernel import listing, report
 
 
@@ -29,9 +31,13 @@ class KpList(KpCommand):
                             help="only kprobes (k) or return probes (r)")
         parser.add_argument("-n", "--numbered", action="store_true",
                             help="number the lines; kp-show #N then shows line N")
+        self.add_json_option(parser)
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
+        if args.json and args.numbered:
+            raise KpUsageError("kp-list: --json always numbers the probes (their \"index\" is "
+                               "the N of kp-show #N); drop -n")
         guards.require_kernel()
         needs_details = args.verbose or bool(args.module)
         result = report.probe_rows(verbose=needs_details)
@@ -42,7 +48,10 @@ class KpList(KpCommand):
                 if isinstance(row, report.ProbeRow):
                     row.details = None
         listing.remember([row.probe.addr for row in rows if isinstance(row, report.ProbeRow)])
-        gdb.write(render.probe_list(rows, numbered=args.numbered))
+        if args.json:
+            gdb.write(jsonout.dumps(jsonout.probe_list(rows)))
+        else:
+            gdb.write(render.probe_list(rows, numbered=args.numbered, palette=colour.palette()))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

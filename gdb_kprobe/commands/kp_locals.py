@@ -6,7 +6,7 @@ import dataclasses
 
 import gdb
 
-from gdb_kprobe import guards, location, prologue, render, scope, sim
+from gdb_kprobe import guards, jsonout, location, prologue, render, scope, sim
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import anatomy, decode
@@ -47,6 +47,7 @@ class KpLocals(KpCommand):
         parser.add_argument("--break", dest="stop", action="store_true",
                             help="set a breakpoint at the place, resume until it is hit, then "
                                  "print with values")
+        self.add_json_option(parser)
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
@@ -65,7 +66,10 @@ class KpLocals(KpCommand):
         if args.frame is not None:
             place = location.resolve(f"{frame.pc():#x}")
         report = build(place, frame, level)
-        gdb.write(render.locals_report(report))
+        if args.json:
+            gdb.write(jsonout.dumps(jsonout.locals_report(report)))
+        else:
+            gdb.write(render.locals_report(report))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

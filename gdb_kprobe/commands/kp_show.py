@@ -8,6 +8,7 @@ import gdb
 from gdb_kprobe import colour, location, render, target
 from gdb_kprobe.commands import kp_modules
 from gdb_kprobe import guards
+from gdb_kprobe import jsonout
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import anatomy, listing
@@ -24,6 +25,7 @@ class KpShow(KpCommand):
         parser.add_argument("place", help="symbol+offset (inet_accept+0x14 or +20), "
                                           "module:symbol+offset, a 0x address, or #N / N: "
                                           "line N of the last kp-list (-n numbers them)")
+        self.add_json_option(parser)
         return parser
 
     def run(self, args: argparse.Namespace) -> None:
@@ -31,7 +33,10 @@ class KpShow(KpCommand):
         address = _address_of(args.place)
         found = anatomy.gather(address)
         kp_modules.autoload(found.modules)
-        gdb.write(render.probe_anatomy(found, colour.palette()))
+        if args.json:
+            gdb.write(jsonout.dumps(jsonout.probe_anatomy(found)))
+        else:
+            gdb.write(render.probe_anatomy(found, colour.palette()))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

@@ -39,6 +39,21 @@ class ProbeRow:
         """OPTIMIZED and FTRACE come from the aggregate, GONE/DISABLED from the probe."""
         return self.aggregate or self.probe
 
+    def listed_flags(self) -> list[str]:
+        """The flag words report_probe() prints, in its order: [GONE] hides [DISABLED];
+        OPTIMIZED and FTRACE are the aggregate's. kp-list text and JSON both use this."""
+        probe, flags = self.probe, self.flags_probe
+        words = []
+        if probe.gone:
+            words.append("GONE")
+        elif probe.disabled:
+            words.append("DISABLED")
+        if flags.optimized:
+            words.append("OPTIMIZED")
+        if flags.ftrace:
+            words.append("FTRACE")
+        return words
+
 
 @dataclasses.dataclass
 class Damage:
