@@ -103,11 +103,18 @@ def require_symbols() -> None:
 
 
 def require_stopped_target() -> None:
-    """Attached (live or core) and not running."""
-    running = KpError("the target is running; interrupt it first (Ctrl-C or `interrupt`)")
+    """Attached (live or core) and not running: in all-stop mode the selected thread tells;
+    in non-stop mode every CPU must be stopped (kernel lists change under a running one)."""
+    non_stop = _non_stop()
+    running = KpError("a CPU of the target is running (non-stop mode); stop them all first: "
+                      "interrupt -a" if non_stop else
+                      "the target is running; interrupt it first (Ctrl-C or `interrupt`)")
     inferior = gdb.selected_inferior()
     thread = gdb.selected_thread()      # local state: asks the remote nothing
     if inferior.pid == 0 or thread is None:
+        if non_stop:
+            raise KpError("not attached to a kernel, and non-stop mode is on: QEMU's gdbstub and "
+                          "kgdb support only all-stop; set non-stop off, then target remote ...")
         raise KpError("not attached to a kernel; connect to it first: "
                       "target remote 127.0.0.1:PORT (QEMU's gdbstub)")
     if thread.is_running():
@@ -120,3 +127,10 @@ def require_stopped_target() -> None:
         raise KpError(f"cannot talk to the target: {exc}") from None
     if any(t.is_running() for t in threads):
         raise running
+
+
+def _non_stop() -> bool:
+    try:
+        return bool(gdb.parameter("non-stop"))
+    except (gdb.error, RuntimeError, AttributeError):
+        return False

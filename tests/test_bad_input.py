@@ -179,3 +179,27 @@ def test_target_dies_mid_command(kernel, gdb_binary):
         assert gdb.execute("maint info breakpoints").strip().startswith("No breakpoints")
     finally:
         lab.stop()
+
+
+NON_STOP_REFUSED = ("not attached to a kernel, and non-stop mode is on: QEMU's gdbstub and "
+                    "kgdb support only all-stop; set non-stop off, then target remote ...")
+
+
+def test_non_stop_mode(session, gdb_binary):
+    """QEMU's gdbstub refuses non-stop: the attach fails and every command says why."""
+    session.stop()
+    session.gdb.execute("detach")               # the gdbstub takes one client at a time
+    args = session.lab.gdb_args(attach=False)
+    gdb = Gdb(["-iex", "set non-stop on", *args], gdb_binary=gdb_binary)
+    try:
+        out = gdb.execute(f"target remote 127.0.0.1:{session.lab.gdb_port}")
+        assert "does not support non-stop" in out, out
+        for command in COMMANDS:
+            assert_line(gdb.execute(command), NON_STOP_REFUSED)
+        gdb.execute("set non-stop off")
+        gdb.execute(f"target remote 127.0.0.1:{session.lab.gdb_port}")
+        assert "inet_accept" in gdb.execute("kp-list")
+        gdb.execute("detach")
+    finally:
+        gdb.close()
+        session.gdb.execute(f"target remote 127.0.0.1:{session.lab.gdb_port}")
