@@ -12,7 +12,8 @@ per round trip:
     with gdb's index cache warm and with an empty one.
 
 Every output is checked against the guest's debugfs list: a benchmark of a wrong
-answer is worthless. Results go to bench/results/<date>-<kernel>.md and .json.
+answer is worthless. Results go to bench/results/<date>-<kernel>.md and .json
+(<date>-r2-<kernel> for a second run on the same day, and so on).
 
     .venv/bin/python -m bench.run [--kernels 6.1,6.12] [--counts 10,100,1000] [--rev HEAD]
 """
@@ -335,6 +336,9 @@ class Session:
             size = int(self.python_value(f"gdb.lookup_type('struct {struct}').sizeof"))
             labels[size].append(f"struct {struct}")
         labels[64].append("string (64 B: event group/name)")
+        # gdb_kprobe/target.py serves small reads from aligned blocks of this size
+        labels[2048].append("2 KiB block (gdb_kprobe's read cache: kprobes, trace events, "
+                            "strings)")
         labels[8].append("u64")
         return {size: " / ".join(names) for size, names in labels.items()}
 
@@ -788,7 +792,13 @@ def render_markdown(payload: dict[str, Any]) -> str:
 def write_results(kernel: str, machine: dict[str, Any], runs: list[dict[str, Any]],
                   options: argparse.Namespace, source: dict[str, Any]) -> pathlib.Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{datetime.date.today().isoformat()}-{kernel}"
+    today = datetime.date.today().isoformat()
+    stem = RESULTS / f"{today}-{kernel}"
+    run = 1
+    while stem.with_name(stem.name + ".json").exists():
+        # an earlier run of the day stays: the second is <date>-r2-<kernel>, and so on
+        run += 1
+        stem = RESULTS / f"{today}-r{run}-{kernel}"
     checks = target_checks(kernel, runs)
     if source != source_state(source.get("rev")):
         # others edited gdb_kprobe/ while this kernel was measured (use --rev HEAD)

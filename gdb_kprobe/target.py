@@ -14,11 +14,13 @@ import gdb
 from gdb_kprobe.errors import KpError
 
 _cache: dict[tuple[int, int], bytes] = {}
+_bad_blocks: set[int] = set()      # blocks that failed to read at this stop (MMIO, holes)
 stats = {"reads": 0, "bytes": 0}
 
 
 def _invalidate(*_args) -> None:
     _cache.clear()
+    _bad_blocks.clear()
 
 
 for _event in ("cont", "stop", "memory_changed", "exited", "new_objfile", "clear_objfiles",
@@ -45,7 +47,9 @@ def read(address: int, size: int) -> bytes:
 
     Small reads are served from aligned 2 KiB blocks (one packet each, cached until the
     target runs): kernel objects of one kind tend to sit together, so a walk over a
-    thousand probes costs a few hundred packets, not a thousand.
+    thousand probes costs a few hundred packets, not a thousand. A read straddling two
+    blocks takes the missing one when its neighbour is already cached (one packet either
+    way, and the block serves later reads); otherwise it is read exactly.
     """
     key = (address, size)
     data = _cache.get(key)
@@ -53,22 +57,35 @@ def read(address: int, size: int) -> bytes:
         return data
     if not is_canonical(address):
         raise KpError(f"non-canonical address {address:#x}")
-    block = address & ~(BLOCK - 1)
-    if address + size <= block + BLOCK:
-        chunk = _cache.get((block, BLOCK))
-        if chunk is None:
-            try:
-                chunk = _read_exact(block, BLOCK)
-            except KpError:
-                chunk = None       # e.g. MMIO or a hole: fall back to the exact bytes
-            if chunk is not None:
-                _cache[(block, BLOCK)] = chunk
+    first = address & ~(BLOCK - 1)
+    offset = address - first
+    if offset + size <= BLOCK:
+        chunk = _block(first)
         if chunk is not None:
-            offset = address - block
             return chunk[offset: offset + size]
+    elif size <= BLOCK:
+        second = first + BLOCK
+        if (first, BLOCK) in _cache or (second, BLOCK) in _cache:
+            head, tail = _block(first), _block(second)
+            if head is not None and tail is not None:
+                return (head + tail)[offset: offset + size]
     data = _read_exact(address, size)
     _cache[key] = data
     return data
+
+
+def _block(address: int) -> bytes | None:
+    """The aligned block at `address` (cached), or None when it cannot be read whole."""
+    chunk = _cache.get((address, BLOCK))
+    if chunk is not None or address in _bad_blocks:
+        return chunk
+    try:
+        chunk = _read_exact(address, BLOCK)
+    except KpError:
+        _bad_blocks.add(address)      # fall back to exact reads, without retrying the block
+        return None
+    _cache[(address, BLOCK)] = chunk
+    return chunk
 
 
 def _read_exact(address: int, size: int) -> bytes:
@@ -88,8 +105,27 @@ def read_u64(address: int) -> int:
 
 
 def read_cstring(address: int, limit: int = 256) -> str:
-    """A NUL-terminated string (read in one go, up to `limit` bytes)."""
-    data = read(address, limit)
+    """A NUL-terminated string of at most `limit` bytes.
+
+    Read block by block, stopping at the block holding the NUL: a short string near the
+    end of a block costs no packet for the next block (and is served from the cache when
+    its block was read already).
+    """
+    data = b""
+    position = address
+    while len(data) < limit:
+        if not is_canonical(position):
+            raise KpError(f"non-canonical address {position:#x}")
+        first = position & ~(BLOCK - 1)
+        chunk = _block(first)
+        if chunk is None:
+            data += read(position, limit - len(data))     # exact bytes, or the read's error
+            break
+        piece = chunk[position - first: position - first + limit - len(data)]
+        data += piece
+        if b"\0" in piece:
+            break
+        position += len(piece)
     end = data.find(b"\0")
     return data[: end if end >= 0 else limit].decode("utf-8", "replace")
 

@@ -30,25 +30,30 @@ class Module:
         return any(base <= address < base + size for base, size in self.ranges)
 
     def symbol(self, address: int) -> tuple[str, int, int] | None:
-        """(name, offset, size) like the kernel's find_kallsyms_symbol()."""
+        """(name, offset, size) like the kernel's find_kallsyms_symbol(): the closest
+        preceding named symbol (the first in symtab order on a tie).
+
+        Names are read only for the candidates, closest first, until one is not a
+        mapping symbol: one string per lookup, not one per symbol below the address.
+        """
         if self._symtab is None:
             self._load_kallsyms()
-        best = None
+        below = []
         next_value = None
-        for value, name_off, shndx in self._symtab[1:]:
+        for index, (value, name_off, shndx) in enumerate(self._symtab[1:]):
             if shndx == SHN_UNDEF or name_off == 0:
                 continue
-            if value <= address and (best is None or value > best[0]):
-                name = self._name(name_off)
-                if not name or _is_mapping_symbol(name):
-                    continue
-                best = (value, name)
-            if value > address and (next_value is None or value < next_value):
+            if value <= address:
+                below.append((-value, index, name_off))
+            elif next_value is None or value < next_value:
                 next_value = value
-        if best is None:
-            return None
-        size = (next_value - best[0]) if next_value else 0
-        return best[1], address - best[0], size
+        for negated, _index, name_off in sorted(below):
+            name = self._name(name_off)
+            if name and not _is_mapping_symbol(name):
+                value = -negated
+                size = (next_value - value) if next_value else 0
+                return name, address - value, size
+        return None
 
     def count_of(self, name: str) -> int:
         if self._symtab is None:
