@@ -22,6 +22,21 @@ EXAMPLES = {
                 "0xff11000004c7c900, kprobe_status KPROBE_HIT_ACTIVE)\n  stage: pre-handler",
 }
 
+PWNDBG = """## With pwndbg
+
+Source pwndbg's gdbinit first, then this one:
+
+```
+source /path/to/pwndbg/gdbinit.py
+source /path/to/gdb-kprobe/gdbinit.py
+```
+
+`pwndbg -c kernel` then lists the commands above in pwndbg's Kernel category, their colours
+follow pwndbg's theme (`banner-color`, `message-hint-color`, `memory-code-color`,
+`syntax-highlight-style`; `set disable-colors on` turns them off under `set kp-color auto`),
+and pwndbg's context display is left as it is. Loaded the other way round, the integration
+attaches at the next prompt; `set kp-debug on` says what it did. See README.md, "pwndbg"."""
+
 
 def help_texts() -> dict[str, str]:
     out = subprocess.run(["gdb", "-q", "-nx", "-batch", "-ex", f"source {ROOT / 'gdbinit.py'}",
@@ -49,6 +64,7 @@ def render(texts: dict[str, str]) -> str:
         parts += ["", f"## {name}", "", "```", text, "```"]
         if name in EXAMPLES:
             parts += ["", "Example:", "", "```", EXAMPLES[name], "```"]
+    parts += ["", PWNDBG]
     return "\n".join(parts) + "\n"
 
 

@@ -76,7 +76,8 @@ def _insn_lines(insns, palette: Palette, indent: str = "      ",
     for insn in insns:
         raw = " ".join(f"{b:02x}" for b in insn.raw)
         note = (marker or {}).get(insn.address, "")
-        lines.append(f"{indent}{insn.address:016x}:  {raw:<24} {palette.asm(insn.asm)}{note}")
+        address = palette.address(f"{insn.address:016x}")
+        lines.append(f"{indent}{address}:  {raw:<24} {palette.asm(insn.asm)}{note}")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""gdb settings of the plugin: `set kp-debug on|off`."""
+"""gdb settings of the plugin: `set kp-debug on|off`, `set kp-color`, `set kp-unwind`."""
 from __future__ import annotations
 
 import gdb
@@ -15,6 +15,9 @@ class _DebugParameter(gdb.Parameter):
         self.value = False
 
     def get_set_string(self) -> str:
+        if self.value:             # say what the pwndbg integration did (or why it did not)
+            from gdb_kprobe import pwndbg_compat
+            return "\n".join(f"gdb-kprobe: pwndbg: {note}" for note in pwndbg_compat.notes)
         return ""
 
     def get_show_string(self, value: str) -> str:
@@ -22,7 +25,8 @@ class _DebugParameter(gdb.Parameter):
 
 
 class _ColourParameter(gdb.Parameter):
-    """Colour in kp-* output: on, off, or auto (on when gdb's styling is on)."""
+    """Colour in kp-* output: on, off, or auto (on when gdb's styling is on; under pwndbg,
+    unless pwndbg's disable-colors is on)."""
 
     set_doc = "Set colouring of kp-* output (on, off, auto)."
     show_doc = "Show colouring of kp-* output."
@@ -70,8 +74,13 @@ def register() -> None:
         _unwind = _UnwindParameter()
 
 
+def colour_mode() -> str:
+    """The kp-color setting as set: auto, on or off."""
+    return _colour.value if _colour else "off"
+
+
 def colour() -> bool:
-    value = _colour.value if _colour else "off"
+    value = colour_mode()
     if value == "auto":
         try:
             return bool(gdb.parameter("style enabled"))

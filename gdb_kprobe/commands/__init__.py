@@ -4,6 +4,7 @@ from __future__ import annotations
 import gdb
 
 _registered = False
+registered: list = []      # the kp-* command objects (pwndbg_compat lists them in pwndbg)
 
 
 class KpPrefix(gdb.Command):
@@ -45,13 +46,6 @@ def register_all() -> None:
     from gdb_kprobe.commands.kp_show import KpShow
     from gdb_kprobe.commands.kp_sim import KpSim
     KpPrefix()
-    KpList()
-    KpShow()
-    KpModules()
-    KpSim()
-    KpCheck()
-    KpBlacklist()
-    KpKaslr()
-    KpLocals()
-    KpWhere()
+    registered.extend(cls() for cls in (KpList, KpShow, KpModules, KpSim, KpCheck, KpBlacklist,
+                                        KpKaslr, KpLocals, KpWhere))
     _registered = True
