@@ -52,6 +52,9 @@ def where() -> Where:
     while frame is not None and level < 64:
         function = frame.function()
         name = function.name if function else None
+        if name is None:               # asm code (asm_exc_int3, trampolines): ELF symbols
+            found = symbolizer.lookup(int(frame.pc()))
+            name = found.symbol if found else None
         start = int(function.value().address) if function else None
         key = (int(frame.read_register("rsp")) & ((1 << 64) - 1), int(frame.pc()))
         label = unwind.labels.get(key)

@@ -144,6 +144,7 @@ def test_kp_where(session):
         assert re.search(rf"cpu\d+ is handling a kprobe: inet_csk_accept\+{offset:#x} ", out), out
         assert "stage: pre-handler" in out
         assert re.search(r"frame #\d+: inet_csk_accept \[probed at", out), out
+        assert "??" not in out, out           # asm entry frames are named from ELF symbols
 
     run(session, [handler_bp(session, f"inet_csk_accept+{offset}")], on_stop)
     assert "is not handling a kprobe" in session.gdb_cmd("kp-where")
