@@ -9,7 +9,7 @@ GDB18 = .venv-gdb18/bin/gdb
 PYTEST_ARGS ?=
 VENV_PY = .venv/bin/python
 
-.PHONY: setup lab test unit kernels clean
+.PHONY: setup lab shell test unit kernels tutorial-check clean
 
 setup:
 	@sh qemu/setup.sh
@@ -20,6 +20,16 @@ kernels: setup
 lab: setup
 	$(VENV_PY) -m qemu.lab --kernel $(KERNEL) --scenario $(SCENARIO) --gdb $(GDB) \
 		$(if $(BATCH),--batch "$(BATCH)")
+
+# The guest's shell on the serial console of the lab `make lab` runs (a second terminal).
+shell:
+	@$(VENV_PY) -m qemu.console
+
+# Replay docs/tutorial.md on each kernel and compare every step's output shape
+# (tests/test_tutorial.py runs the same per kernel inside `make test`).
+tutorial-check: setup
+	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
+	$(VENV_PY) -m qemu.tutorial --kernels $(KERNELS) --gdb $(GDB)
 
 # Unit tests and the e2e suite on every lab kernel with Debian's gdb 13, then the e2e suite
 # again with gdb 18.1.

@@ -208,12 +208,15 @@ def fetch(name: str) -> KernelFiles:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or [DEFAULT_KERNEL]
+    """`python3 -m qemu.kernels [--headers] [NAME ...|all]`: fetch, print each cache folder
+    (with --headers: the kbuild tree to build modules against, `make -C <it> M=...`)."""
+    headers = "--headers" in argv
+    names = [a for a in argv if a != "--headers"] or [DEFAULT_KERNEL]
     if names == ["all"]:
         names = list(KERNELS)
     for name in names:
         files = fetch(name)
-        print(files.root)
+        print(files.headers if headers else files.root)
     return 0
 
 

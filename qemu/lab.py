@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,8 @@ GDBINIT = REPO / "gdbinit.py"
 BOOT_TIMEOUT = 90           # a TCG boot takes ~3 s; allow for a loaded 2-core machine
 BOOT_TRIES = 2              # a rare early-boot hang under TCG must not fail a whole run
 QEMU = "qemu-system-x86_64"
+# where `make lab` records its guest console for `make shell` (the newest lab wins)
+CONSOLE_POINTER = kernels.cache_dir() / "lab-console"
 
 
 class LabError(RuntimeError):
@@ -254,8 +257,10 @@ class Lab:
         self._log = open(self.workdir / "console.log", "w", encoding="utf-8")
         for attempt in range(5):
             self.gdb_port = free_tcp_port()
+            # its own session: Ctrl-C at `make lab`'s gdb prompt must not reach QEMU
             self.qemu = subprocess.Popen(self.qemu_command(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
             conn = self._connect_console()
             if conn is not None:
                 break
@@ -310,6 +315,19 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # -- a shell for people ---------------------------------------------------------------
+    def hand_over_console(self) -> pathlib.Path:
+        """Give the guest's serial console to people: echo and a `$ ` prompt back, our
+        connection closed (QEMU then accepts the next one), and the socket's path recorded
+        where `python3 -m qemu.console` (`make shell`) finds it."""
+        assert self.guest and self.workdir
+        self.guest.run("stty echo; PS1='$ '")
+        self.guest.close()
+        self.guest = None
+        CONSOLE_POINTER.parent.mkdir(parents=True, exist_ok=True)
+        CONSOLE_POINTER.write_text(str(self.workdir / "console.sock") + "\n")
+        return self.workdir / "console.sock"
 
     # -- QMP ----------------------------------------------------------------------------
     def qmp(self, command: str, arguments: dict | None = None, timeout: float = 300) -> dict:
@@ -393,11 +411,19 @@ def main(argv: list[str] | None = None) -> int:
             for extra in options.batch:
                 command += [arg for c in extra.split(";") if c.strip() for arg in ("-ex", c.strip())]
         else:
+            lab.hand_over_console()
             print("lab: at the gdb prompt: `continue` lets the guest run, Ctrl-C stops it, "
-                  "`help kp` lists the commands", file=sys.stderr)
+                  "`help kp` lists the commands; `make shell` in another terminal is the "
+                  "guest's shell", file=sys.stderr)
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
-        return subprocess.call(command, env=env)
+        # Ctrl-C at the gdb prompt goes to the whole foreground group: it is gdb's (stop the
+        # guest), not ours (that would kill gdb and the lab); gdb sets its own handler
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return subprocess.call(command, env=env)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
         lab.stop()
 
