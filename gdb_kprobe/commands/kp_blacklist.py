@@ -5,8 +5,7 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import render, target
-from gdb_kprobe import guards
+from gdb_kprobe import guards, render
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import checks
 from gdb_kprobe.kernel.kallsyms import Symbolizer

@@ -5,9 +5,7 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import render, target
-from gdb_kprobe import guards
-from gdb_kprobe import colour, jsonout
+from gdb_kprobe import colour, guards, jsonout, render
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpUsageError
 from gdb_kprobe.kernel import listing, report

@@ -6,8 +6,7 @@ import os
 
 import gdb
 
-from gdb_kprobe import elf_relocate, render, target
-from gdb_kprobe import guards
+from gdb_kprobe import elf_relocate, guards, render
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import modules as kmodules

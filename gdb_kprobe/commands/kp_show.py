@@ -5,10 +5,8 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import colour, location, render, target
+from gdb_kprobe import colour, guards, jsonout, location, render
 from gdb_kprobe.commands import kp_modules
-from gdb_kprobe import guards
-from gdb_kprobe import jsonout
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import anatomy, listing

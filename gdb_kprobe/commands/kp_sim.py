@@ -5,8 +5,7 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import code, location, render, sim, target
-from gdb_kprobe import guards
+from gdb_kprobe import code, guards, location, render, sim
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import anatomy, decode, kprobes
