@@ -32,6 +32,11 @@ GDBINIT = REPO / "gdbinit.py"
 BOOT_TIMEOUT = 90           # a TCG boot takes ~3 s; allow for a loaded 2-core machine
 BOOT_TRIES = 2              # a rare early-boot hang under TCG must not fail a whole run
 QEMU = "qemu-system-x86_64"
+# Guest shell line that makes the kernel accept one TCP connection (inet_accept →
+# inet_csk_accept, where the lab's probes are). The listener runs in a subshell so that its
+# input is /dev/null, not the console (a background job of an interactive shell keeps it).
+ACCEPT_TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
+                  "sleep 0.3")
 # where `make lab` records its guest console for `make shell` (the newest lab wins)
 CONSOLE_POINTER = kernels.cache_dir() / "lab-console"
 
@@ -88,8 +93,10 @@ class Guest:
     def wait(self, token: int, timeout: float = 60, check: bool = True,
              command: str = "") -> str:
         """The output of a command started with send()."""
-        self.console.expect(f"KP-BEGIN-{token}\r?\n", timeout=timeout)
-        self.console.expect(rf"KP-END-{token}-(\d+)", timeout=timeout)
+        exited = r"KP-LAB-SHELL-EXITED \d+"        # qemu/guest/init started a new shell
+        if self.console.expect([f"KP-BEGIN-{token}\r?\n", exited], timeout=timeout) == 1 or \
+                self.console.expect([rf"KP-END-{token}-(\d+)", exited], timeout=timeout) == 1:
+            raise LabError(f"the guest's console shell exited while running: {command}")
         output = self.console.before.replace("\r\n", "\n").replace("\r", "")
         rc = int(self.console.match.group(1))
         if check and rc != 0:

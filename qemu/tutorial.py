@@ -335,11 +335,13 @@ def replay(kernel: str, gdb_binary: str = "gdb", update: bool = False,
                     index += 1
                 _judge(block, [clean(o) for o in outs], kernel, update, outcome)
             finish_pending()
-        except (pexpect.TIMEOUT, pexpect.EOF, LabError) as exc:
-            # the lab's state is unknown after a step that never ended: stop here
+        except (pexpect.TIMEOUT, pexpect.EOF, LabError, OSError) as exc:
+            # the lab's state is unknown after a step that never ended (OSError: QEMU went
+            # away, e.g. the guest panicked): stop here, with what the guest said last
             outcome.failures.append(f"{block.label() if block else '?'} on {kernel}: the step "
                                     f"did not finish ({type(exc).__name__}); later steps not "
-                                    f"run\n  gdb said last: {_tail(replay_.gdb)!r}")
+                                    f"run\n  gdb said last: {_tail(replay_.gdb)!r}"
+                                    f"\n  console:\n{lab.console_log_tail()}")
     finally:
         lab.stop()
     outcome.seconds = time.monotonic() - started

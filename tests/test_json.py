@@ -10,11 +10,11 @@ import re
 import jsonschema
 import pytest
 
+from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
+
 LIST = "/sys/kernel/debug/kprobes/list"
 TRACING = "/sys/kernel/tracing"
 SCHEMAS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "schema"
-TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
-           "sleep 0.3")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MECHANISM = {"OPTIMIZED": "optprobe jmp", "FTRACE": "ftrace call", "DISABLED": "not patched",
              "GONE": "not patched"}

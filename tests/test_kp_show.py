@@ -5,10 +5,10 @@ import re
 
 import pytest
 
+from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
+
 LIST = "/sys/kernel/debug/kprobes/list"
 TRACING = "/sys/kernel/tracing"
-TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
-           "sleep 0.3")
 
 
 def debugfs_line(session, needle: str) -> str:

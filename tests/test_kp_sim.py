@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import time
 
-TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
-           "sleep 0.3")
+from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
+
 NO_BREAKPOINTS = "No breakpoints"          # gdb 18 goes on: ", watchpoints, tracepoints, ..."
 
 

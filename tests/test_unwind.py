@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-TRAFFIC = ("(nc -l -p 5555 > /dev/null &) ; sleep 0.5; echo hi | nc 127.0.0.1 5555; "
-           "sleep 0.3")
+from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
+
 SYSCALL = "do_syscall_64"
 
 
