@@ -21,7 +21,12 @@ Commands:
   kp-locals   parameters and locals at a probe point: where they live, values, a kprobe_events line
   kp-where    is this CPU inside kprobe handling? which probe, stage, probed frame
 
+kp-list, kp-show and kp-locals take --json (schemas: docs/json.md).
+
 Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
+
+Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines
+(set kp-unwind off to compare), and `finish` follows the task when it moves to another CPU.
 
 Each command has `help <command>` and `<command> --help`."""
 
