@@ -285,7 +285,27 @@ def _analyse_wanted(*_args) -> None:
             _pushes[start] = pushed
         except (KpError, gdb.error):
             _pushes[start] = []
+    _rebuild_frames()
+
+
+def _rebuild_frames() -> None:
+    """Drop gdb's frames so they are built again by the unwinders, keeping the frame the
+    user selected (`frame 6`): gdb alone would fall back to frame #0."""
+    try:
+        level = gdb.selected_frame().level()
+    except (gdb.error, AttributeError):          # no frame; Frame.level() is gdb 11+
+        level = 0
     gdb.invalidate_cached_frames()
+    if level <= 0:
+        return
+    try:
+        frame = gdb.newest_frame()
+        for _ in range(level):
+            frame = frame.older() if frame is not None else None
+        if frame is not None:
+            frame.select()
+    except gdb.error:
+        pass
 
 
 _registry = getattr(gdb.events, "before_prompt", None)
@@ -307,7 +327,7 @@ def set_enabled(enabled: bool) -> None:
     if _unwinder is not None:
         _unwinder.enabled = enabled
         labels.clear()
-        gdb.invalidate_cached_frames()
+        _rebuild_frames()
 
 
 def enabled() -> bool:

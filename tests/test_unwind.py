@@ -159,3 +159,23 @@ def test_kp_where(session):
 
     run(session, [handler_bp(session, f"inet_csk_accept+{offset}")], on_stop)
     assert "is not handling a kprobe" in session.gdb_cmd("kp-where")
+
+
+def test_finish_from_the_probed_frame(session):
+    """In the module's pre-handler: select the probed function's frame (it stays selected
+    while the unwinders rebuild frames) and `finish` it: through the int3 return, the
+    kretprobe's trampoline, and on whichever CPU the task returns, into inet_accept."""
+    offset = int3_offset(session)
+
+    def on_stop(_number):
+        level = probed_frame(session.gdb.execute("bt 20"), "inet_csk_accept")
+        session.gdb.execute(f"frame {level}")
+        assert session.gdb.execute("frame").startswith(f"#{level} "), "selection kept"
+        out = session.gdb.execute("finish", timeout=60)
+        assert re.search(rf"^Run till exit from #{level} .* in inet_csk_accept ", out, re.M), out
+        assert re.search(r"^(0x[0-9a-f]+ in )?inet_accept \(", out, re.M), out
+        assert re.search(r"^Value returned is \$\d+ = \(struct sock \*\) 0x[0-9a-f]+$", out,
+                         re.M), out
+        return True
+
+    run(session, [handler_bp(session, f"inet_csk_accept+{offset}")], on_stop)
