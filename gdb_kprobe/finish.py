@@ -27,7 +27,8 @@ class _Follower(gdb.Breakpoint):
         self.caller_sp = caller_sp
         self.origin = origin
         self.returns = returns
-        self.report: str | None = None
+        self.moved: str | None = None
+        self.returned = ""
 
     def stop(self) -> bool:
         thread = gdb.selected_thread()
@@ -35,9 +36,9 @@ class _Follower(gdb.Breakpoint):
             return False                    # gdb's own finish breakpoint handles it
         if int(gdb.parse_and_eval("$rsp")) & ((1 << 64) - 1) != self.caller_sp:
             return False                    # another task, or a deeper call of the caller
-        self.report = _returned(self.returns)
-        self.report += (f"(the task moved from CPU {self.origin - 1} to CPU {thread.num - 1} "
-                        f"before returning; `finish` followed it)\n")
+        self.moved = (f"(the task moved from CPU {self.origin - 1} to CPU {thread.num - 1} "
+                      f"before returning; `finish` followed it)\n")
+        self.returned = _returned(self.returns)
         return True
 
 
@@ -98,14 +99,14 @@ def _on_stop(_event) -> None:
     follower = _armed
     if follower is None:
         return
-    if follower.report:
+    if follower.moved:
         try:                                # where it returned to, as finish prints it
             where = gdb.execute("frame", to_string=True)
         except gdb.error:
             where = ""
         if where.startswith("#0  "):
             where = where[4:]
-        gdb.write(where + follower.report)
+        gdb.write(follower.moved + where + follower.returned)
     # deleting a breakpoint while gdb is still reporting the stop is not safe
     gdb.post_event(disarm)
 
