@@ -388,6 +388,35 @@ class Lab:
         return session
 
 
+
+class Attached:
+    """A booted lab and one gdb attached to it, as a reader with two terminals uses them:
+    a gdb command stops the guest first (Ctrl-C), a guest command lets it run first."""
+
+    def __init__(self, lab: Lab, gdb: Gdb) -> None:
+        self.lab = lab
+        self.gdb = gdb
+        self.running = False              # gdb has the guest stopped after attaching
+
+    def resume(self) -> None:
+        if not self.running:
+            self.gdb.resume()
+            self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.gdb.interrupt()
+            self.running = False
+
+    def gdb_cmd(self, command: str, timeout: float = 120) -> str:
+        self.stop()
+        return self.gdb.execute(command, timeout=timeout)
+
+    def guest(self, command: str, **kwargs) -> str:
+        """Run a guest shell command (Guest.run's keyword arguments)."""
+        self.resume()
+        return self.lab.guest.run(command, **kwargs)
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make lab", description=(
         "Boot a lab kernel in QEMU with a scenario of kprobes and attach gdb with gdb-kprobe."))

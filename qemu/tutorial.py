@@ -40,7 +40,7 @@ import time
 import pexpect
 
 from qemu import kernels
-from qemu.lab import REPO, Gdb, Lab, LabError
+from qemu.lab import REPO, Attached, Gdb, Lab, LabError
 
 DOC = REPO / "docs" / "tutorial.md"
 REFERENCE_KERNEL = "6.1"
@@ -232,31 +232,14 @@ def check_excerpt(block: Block) -> str | None:
 
 
 # -- running -----------------------------------------------------------------------------
-class Replay:
+class Replay(Attached):
     """One booted lab: runs steps in order, keeping track of whether the guest runs."""
 
-    def __init__(self, lab: Lab, gdb: Gdb) -> None:
-        self.lab = lab
-        self.gdb = gdb
-        self.running = False                  # gdb has the guest stopped after attaching
-
-    def resume(self) -> None:
-        if not self.running:
-            self.gdb.resume()
-            self.running = True
-
-    def stop(self) -> None:
-        if self.running:
-            self.gdb.interrupt()
-            self.running = False
-
     def run_gdb(self, command: str) -> str:
-        self.stop()
-        return self.gdb.execute(command, timeout=STEP_TIMEOUT)
+        return self.gdb_cmd(command, timeout=STEP_TIMEOUT)
 
     def run_guest(self, command: str) -> str:
-        self.resume()
-        return self.lab.guest.run(command, timeout=STEP_TIMEOUT, check=False)
+        return self.guest(command, timeout=STEP_TIMEOUT, check=False)
 
     def start_async(self, gdb_command: str, guest_commands: list[str]) -> tuple[str, list[int]]:
         """A gdb command that waits for the guest (`continue` to a breakpoint, kp-sim) while

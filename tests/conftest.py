@@ -12,7 +12,7 @@ import types
 import pytest
 
 from qemu import kernels
-from qemu.lab import Gdb, Lab
+from qemu.lab import Attached, Lab
 
 LIST = "/sys/kernel/debug/kprobes/list"
 
@@ -34,32 +34,8 @@ def gdb_binary(request) -> str:
     return request.config.getoption("--gdb")
 
 
-class Session:
+class Session(Attached):
     """A booted lab and one attached gdb, with helpers to compare the two views."""
-
-    def __init__(self, lab: Lab, gdb: Gdb) -> None:
-        self.lab = lab
-        self.gdb = gdb
-        self.running = False
-
-    def guest(self, command: str, **kwargs) -> str:
-        """Run a guest shell command (the guest must be running for that)."""
-        self.resume()
-        return self.lab.guest.run(command, **kwargs)
-
-    def resume(self) -> None:
-        if not self.running:
-            self.gdb.resume()
-            self.running = True
-
-    def stop(self) -> None:
-        if self.running:
-            self.gdb.interrupt()
-            self.running = False
-
-    def gdb_cmd(self, command: str) -> str:
-        self.stop()
-        return self.gdb.execute(command)
 
     def stable_list(self, attempts: int = 20) -> str:
         """The debugfs list once it no longer changes (the optimizer works asynchronously)."""
