@@ -158,7 +158,18 @@ def test_kp_where(session):
         assert "??" not in out, out           # asm entry frames are named from ELF symbols
 
     run(session, [handler_bp(session, f"inet_csk_accept+{offset}")], on_stop)
-    assert "is not handling a kprobe" in session.gdb_cmd("kp-where")
+
+
+def test_kp_where_outside_kprobe_handling(session):
+    """At a plain breakpoint (inet_accept's entry has no probe) this CPU handles none. (A
+    random Ctrl-C is no test: the console's own writes run the scenario's ksys_write
+    kretprobe, which kp-where then rightly reports.)"""
+
+    def on_stop(_number):
+        out = session.gdb.execute("kp-where")
+        assert re.search(r"^cpu\d+ is not handling a kprobe", out, re.M), out
+
+    run(session, ["inet_accept"], on_stop)
 
 
 def test_finish_from_the_probed_frame(session):
