@@ -275,10 +275,7 @@ class Relay:
         """gdb → stub: timestamp each unit as it arrives; the deliverer holds it back."""
         parser = RspParser()
         while True:
-            try:
-                data = client.recv(65536)
-            except OSError:
-                data = b""
+            data = _receive(client)
             if not data:
                 outbox.put(None)
                 return
@@ -335,10 +332,7 @@ class Relay:
         """stub → gdb: forwarded at once; parsed only to count replies."""
         parser = RspParser()
         while True:
-            try:
-                data = stub.recv(65536)
-            except OSError:
-                data = b""
+            data = _receive(stub)
             if not data:
                 break
             try:
@@ -371,6 +365,14 @@ class Relay:
                 counters.memory_reads += 1
                 counters.memory_read_bytes += read[1]
                 counters.reads.append((arrived - self._epoch, read[0], read[1]))
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """Up to 64 KiB; b"" when the peer closed or the socket failed (both end the relay)."""
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
 
 
 def _close_both(*socks: socket.socket) -> None:

@@ -367,17 +367,6 @@ def diff_summary(expected: str, got: str, limit: int = 6) -> list[str]:
     return notes
 
 
-def stable_debugfs(guest: Guest, attempts: int = 20) -> str:
-    previous = guest.run(f"cat {LIST}")
-    for _ in range(attempts):
-        time.sleep(0.3)
-        current = guest.run(f"cat {LIST}")
-        if current == previous:
-            return current
-        previous = current
-    raise BenchError(f"{LIST} kept changing")
-
-
 def guest_floor(guest: Guest) -> dict[str, float]:
     """The guest reading its own list: busybox `time`, once and averaged over a loop."""
     def real(output: str) -> float:
@@ -527,7 +516,7 @@ def measure(kernel: str, events: list[Event], delays: list[float], tools: Tools,
         guest = lab.guest
         assert guest is not None
         result["boot_s"] = round(time.monotonic() - booted, 2)
-        expected = stable_debugfs(guest)
+        expected = guest.settled(f"cat {LIST}")
         if len(expected.splitlines()) != n:
             raise BenchError(f"{kernel} N={n}: debugfs lists {len(expected.splitlines())} probes")
         result["floor"] = guest_floor(guest)
@@ -572,7 +561,7 @@ def measure(kernel: str, events: list[Event], delays: list[float], tools: Tools,
         session.close()
         session = None
 
-        after = stable_debugfs(guest)       # the guest runs again once gdb detached
+        after = guest.settled(f"cat {LIST}")       # the guest runs again once gdb detached
         if after != expected:
             checks["debugfs changed during the run"] = diff_summary(expected, after)
         relay.set_delay(0.0)

@@ -103,6 +103,18 @@ class Guest:
             raise LabError(f"guest command failed (exit {rc}): {command}\n{output}")
         return output
 
+    def settled(self, command: str, attempts: int = 20) -> str:
+        """The output of `command` once two runs 0.3 s apart agree (the kprobe optimizer
+        rewrites probes asynchronously, so /sys/kernel/debug/kprobes/list settles late)."""
+        previous = self.run(command)
+        for _ in range(attempts):
+            time.sleep(0.3)
+            current = self.run(command)
+            if current == previous:
+                return current
+            previous = current
+        raise LabError(f"`{command}` kept changing")
+
     def close(self) -> None:
         try:
             self._sock.close()

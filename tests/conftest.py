@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import types
 
 import pytest
@@ -37,16 +36,10 @@ def gdb_binary(request) -> str:
 class Session(Attached):
     """A booted lab and one attached gdb, with helpers to compare the two views."""
 
-    def stable_list(self, attempts: int = 20) -> str:
+    def stable_list(self) -> str:
         """The debugfs list once it no longer changes (the optimizer works asynchronously)."""
-        previous = self.guest(f"cat {LIST}")
-        for _ in range(attempts):
-            time.sleep(0.3)
-            current = self.guest(f"cat {LIST}")
-            if current == previous:
-                return current
-            previous = current
-        raise AssertionError(f"{LIST} kept changing")
+        self.resume()
+        return self.lab.guest.settled(f"cat {LIST}")
 
     def list_pair(self) -> tuple[str, str]:
         """(debugfs list, kp-list) taken at the same stop: the list before and after the
