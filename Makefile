@@ -9,16 +9,28 @@ GDB18 = .venv-gdb18/bin/gdb
 PYTEST_ARGS ?=
 VENV_PY = .venv/bin/python
 
-.PHONY: setup lab shell test unit kernels tutorial-check clean
+.PHONY: setup lab shell test unit kernels kernels-update kernels-check tutorial-check clean
 
 setup:
 	@sh qemu/setup.sh
 
+# Lab kernels are a series and a flavour, resolved in Debian's archive when first fetched and
+# then used from the cache (qemu/kernels.py). kernels-update moves the cache to the newest;
+# kernels-check only asks the archive (no download) whether each still resolves.
 kernels: setup
 	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
 
+kernels-update: setup
+	$(VENV_PY) -m qemu.kernels --update $(subst $(comma), ,$(KERNELS))
+
+kernels-check: setup
+	$(VENV_PY) -m qemu.kernels --check $(subst $(comma), ,$(KERNELS))
+
+# KERNEL: a lab kernel name, a Debian SERIES/FLAVOUR (6.1/rt-amd64), or the path of your own
+# bzImage with VMLINUX=<its DWARF vmlinux> (and HEADERS=<kbuild tree> to build the lab modules).
 lab: setup
 	$(VENV_PY) -m qemu.lab --kernel $(KERNEL) --scenario $(SCENARIO) --gdb $(GDB) \
+		$(if $(VMLINUX),--vmlinux "$(VMLINUX)") $(if $(HEADERS),--headers "$(HEADERS)") \
 		$(if $(BATCH),--batch "$(BATCH)")
 
 # The guest's shell on the serial console of the lab `make lab` runs (a second terminal).
@@ -34,6 +46,7 @@ tutorial-check: setup
 # Unit tests and the e2e suite on every lab kernel with Debian's gdb 13, then the e2e suite
 # again with gdb 18.1.
 test: setup
+	$(VENV_PY) -m qemu.kernels --check $(subst $(comma), ,$(KERNELS))
 	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
 	$(VENV_PY) -m pytest -q tests --kernels $(KERNELS) --gdb $(GDB) $(PYTEST_ARGS)
 	$(VENV_PY) -m pytest -q tests -m e2e --kernels $(GDB18_KERNELS) --gdb $(GDB18) $(PYTEST_ARGS)

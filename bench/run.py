@@ -792,7 +792,7 @@ def write_results(kernel: str, machine: dict[str, Any], runs: list[dict[str, Any
     if source != source_state(source.get("rev")):
         # others edited gdb_kprobe/ while this kernel was measured (use --rev HEAD)
         source = dict(source, changed_during_run=True)
-    payload = {"kernel": kernel, "release": kernels.KERNELS[kernel].release,
+    payload = {"kernel": kernel, "release": kernels.fetch(kernel).release,
                "date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": machine, "source": source, "repeat": options.repeat,
                "targets": [{"target": t, "met": ok, "measured": m} for t, ok, m in checks],
@@ -833,9 +833,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.render:
         return rerender(options.render)
     names = [k for k in options.kernels.split(",") if k]
-    unknown = [k for k in names if k not in kernels.KERNELS]
+    unknown = [k for k in names if k not in kernels.LAB_KERNELS]
     if unknown:
-        parser.error(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(kernels.KERNELS)}")
+        parser.error(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(kernels.LAB_KERNELS)}")
     counts = sorted(int(c) for c in options.counts.split(",") if c)
     delays = [float(d) for d in options.delays.split(",") if d]
 

@@ -7,6 +7,7 @@ on, which makes it read read-only sections from the symbol file, not the target.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import gdb
 
@@ -31,15 +32,21 @@ def _disassemble(start: int, count: int | None, end: int | None, from_file: bool
     arch = _architecture()
     inferior = gdb.selected_inferior()
     previous = gdb.parameter("trust-readonly-sections")
+    # a dump without virtual addresses: gdb itself would read the vmlinux file there
+    translated = not from_file and target.reads_through_page_tables()
     if from_file:
         gdb.execute("set trust-readonly-sections on", to_string=True)
+    elif translated:
+        disassembler, ours = _target_memory_disassembler()
+        replaced = disassembler.register_disassembler(ours, arch.name())
     try:
         kwargs = {"count": count} if end is None else {"end_pc": end - 1}
         if end is not None and count is not None:
             kwargs["count"] = count
         found = []
         for entry in arch.disassemble(start, **kwargs):
-            raw = bytes(inferior.read_memory(entry["addr"], entry["length"]))
+            raw = target.read(entry["addr"], entry["length"]) if translated else \
+                bytes(inferior.read_memory(entry["addr"], entry["length"]))
             found.append(Insn(entry["addr"], raw, entry["asm"]))
         return found
     except gdb.MemoryError as exc:
@@ -47,6 +54,29 @@ def _disassemble(start: int, count: int | None, end: int | None, from_file: bool
     finally:
         if from_file and not previous:
             gdb.execute("set trust-readonly-sections off", to_string=True)
+        elif translated:
+            disassembler.register_disassembler(replaced, arch.name())
+
+
+def _target_memory_disassembler():
+    """gdb's own disassembler fed from target.read(), registered only around one call.
+    (gdb 13's builtin_disassemble ignores its memory_source argument; a DisassembleInfo
+    whose read_memory is overridden works on gdb 13 and later alike.)"""
+    disassembler = importlib.import_module("gdb.disassembler")   # gdb.disassembler is the C one
+
+    class TargetMemoryInfo(disassembler.DisassembleInfo):
+        def read_memory(self, length: int, offset: int) -> bytes:
+            address = (self.address + offset) & ((1 << 64) - 1)     # gdb passes it signed
+            try:
+                return target.read(address, length)
+            except KpError as exc:
+                raise gdb.MemoryError(str(exc)) from None
+
+    class TargetMemory(disassembler.Disassembler):
+        def __call__(self, info):
+            return disassembler.builtin_disassemble(TargetMemoryInfo(info))
+
+    return disassembler, TargetMemory("gdb-kprobe dump memory")
 
 
 def live(address: int, count: int = 1, end: int | None = None) -> list[Insn]:

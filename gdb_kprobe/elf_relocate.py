@@ -28,14 +28,14 @@ class ElfError(ValueError):
 def placed(data: bytes, addresses: dict[str, int]) -> bytes:
     """The ELF64 little-endian relocatable object `data` with sh_addr of each allocated
     section named in `addresses` set to that address."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if len(data) < 0x40 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ElfError("not a 64-bit little-endian ELF file")
     if struct.unpack_from("<H", data, 0x10)[0] != 1:
         raise ElfError("not a relocatable object (ET_REL)")
     out = bytearray(data)
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    if shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
+    if shentsize < 0x40 or shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
         raise ElfError("section header table out of the file")
     names_at = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 0x18)[0]
     layout = hashlib.sha256()
@@ -59,10 +59,15 @@ def _rewrite_build_id(out: bytearray, shoff: int, shentsize: int, shnum: int,
         if kind != SHT_NOTE:
             continue
         offset, size = struct.unpack_from("<QQ", out, header + 0x18)
+        end = min(offset + size, len(out))
         position = offset
-        while position + 12 <= offset + size:
+        while position + 12 <= end:
             namesz, descsz, note_type = struct.unpack_from("<III", out, position)
             name_end = position + 12 + ((namesz + 3) & ~3)
+            if name_end + descsz > end:
+                # a damaged size would make the copy grow (by up to 4 GiB) or read past it
+                raise ElfError(f"damaged note at file offset {position:#x}: it runs past "
+                               "its section or the file")
             if note_type == NT_GNU_BUILD_ID and out[position + 12:position + 15] == b"GNU":
                 old = bytes(out[name_end:name_end + descsz])
                 new = hashlib.sha256(old + layout).digest()[:descsz]

@@ -11,7 +11,13 @@ A `hook-finish` arms a companion breakpoint at the same address that stops on an
 other CPU when the stack pointer is the caller's (a kernel stack belongs to one task,
 so this is the same task returning into the same frame), and prints the value
 returned as `finish` would. On the original CPU it stays out of the way and gdb's
-own `finish` does the work. It is removed at the next stop.
+own `finish` does the work. It is removed at the next prompt (or the next `finish`).
+
+Nothing here uses `gdb.post_event`: an event still queued when gdb exits holds a Python
+object that Debian's gdb 13.1 releases after the interpreter is gone, and gdb dies with
+"Fatal signal: Segmentation fault" on its way out (a `-batch` run whose target exits or
+detaches is enough). Deleting a breakpoint at `before_prompt` is safe, so that is where
+the follower goes.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class _Follower(gdb.Breakpoint):
         self.returns = returns
         self.moved: str | None = None
         self.returned = ""
+        self.done = False                   # its stop was reported: remove at the prompt
 
     def stop(self) -> bool:
         thread = gdb.selected_thread()
@@ -107,8 +114,20 @@ def _on_stop(_event) -> None:
         if where.startswith("#0  "):
             where = where[4:]
         gdb.write(follower.moved + where + follower.returned)
-    # deleting a breakpoint while gdb is still reporting the stop is not safe
-    gdb.post_event(disarm)
+    # deleting a breakpoint while gdb is still reporting the stop is not safe: the next
+    # prompt removes it (_on_prompt)
+    follower.done = True
+
+
+def _on_prompt(*_args) -> None:
+    if _armed is not None and _armed.done:
+        disarm()
+
+
+def _on_exit(*_args) -> None:
+    """The inferior went away (exit, detach, kill) or the symbols did: the follower's
+    address means nothing now. Deleted right here (no stop is being reported)."""
+    disarm()
 
 
 def register() -> None:
@@ -120,7 +139,8 @@ def register() -> None:
         return                              # the user's own hook-finish stays
     gdb.execute(HOOK, to_string=True)
     gdb.events.stop.connect(_on_stop)
+    gdb.events.before_prompt.connect(_on_prompt)
     for name in ("exited", "clear_objfiles"):
         registry = getattr(gdb.events, name, None)
         if registry is not None:
-            registry.connect(lambda *_: gdb.post_event(disarm))
+            registry.connect(_on_exit)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from gdb_kprobe.errors import KpError
+
 _SLOT = re.compile(r"(-?0x[0-9a-f]+|-?\d+)?\(%(rbp|rsp)\)")
 
 
@@ -42,7 +44,11 @@ class Slot:
 
 
 def _imm(text: str) -> int:
-    return int(text, 16) if "0x" in text else int(text)
+    try:
+        return int(text, 16) if "0x" in text else int(text)
+    except ValueError:
+        # not gdb's AT&T output (another disassembly-flavor?): say so, not a traceback
+        raise KpError(f"cannot read the number `{text}` in the disassembly") from None
 
 
 def analyse(insns, pc: int) -> tuple[Prologue, list[Slot]]:

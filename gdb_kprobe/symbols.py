@@ -63,25 +63,38 @@ class ElfSymbols:
             raise KpError(f"cannot read the symbol table of {self.path}: {exc}") from None
 
     def _parse(self, image: mmap.mmap) -> None:
-        if image[:4] != b"\x7fELF" or image[4] != 2:
+        if image[:4] != b"\x7fELF" or len(image) < 0x40 or image[4] != 2:
             raise ValueError("not a 64-bit ELF file")
         shoff, = struct.unpack_from("<Q", image, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3A)
+        # a damaged header must not send the reads below outside the file
+        if shentsize < 0x40 or shoff + shnum * shentsize > len(image):
+            raise ValueError("damaged or truncated ELF file: the section headers are not "
+                             "inside it")
+        if shstrndx >= shnum:
+            raise ValueError("damaged ELF file: no section name table")
         headers = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize)
                    for i in range(shnum)]
         shstr_off = headers[shstrndx][4]
 
         def cstr(offset: int) -> str:
+            if not 0 <= offset < len(image):
+                return ""                           # a damaged name offset: no name
             end = image.find(b"\0", offset)
-            return image[offset:end].decode("utf-8", "replace")
+            return image[offset:end if end >= 0 else len(image)].decode("utf-8", "replace")
 
         self.sections = [cstr(shstr_off + h[0]) for h in headers]
         SHF_ALLOC, SHT_NOBITS = 0x2, 8
+        # only sections whose bytes are in the file can serve file_bytes()
         self._loaded_ranges = [(h[3], h[5], h[4]) for h in headers
-                               if h[2] & SHF_ALLOC and h[1] != SHT_NOBITS and h[3]]
+                               if h[2] & SHF_ALLOC and h[1] != SHT_NOBITS and h[3]
+                               and h[4] + h[5] <= len(image)]
         symtab = next((h for h in headers if h[1] == SHT_SYMTAB), None)
         if symtab is None:
             raise ValueError("no .symtab section (stripped?)")
+        if symtab[6] >= shnum or symtab[4] + symtab[5] > len(image) or symtab[5] % 24:
+            raise ValueError("damaged or truncated ELF file: .symtab or its string table is "
+                             "not inside it")
         strtab_off = headers[symtab[6]][4]
         data = image[symtab[4]: symtab[4] + symtab[5]]
         entries = []
@@ -92,6 +105,8 @@ class ElfSymbols:
             if kind not in (STT_NOTYPE, STT_OBJECT, STT_FUNC):
                 continue
             name = cstr(strtab_off + name_off)
+            if not name:
+                continue
             if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
                 continue
             weak = (info >> 4) == STB_WEAK

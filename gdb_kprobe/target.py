@@ -7,10 +7,12 @@ over a slow gdbstub link. `stats` counts the reads that reached gdb.
 """
 from __future__ import annotations
 
+import re
 import struct
 
 import gdb
 
+from gdb_kprobe import coredump, symbols
 from gdb_kprobe.errors import KpError
 
 _cache: dict[tuple[int, int], bytes] = {}
@@ -89,15 +91,129 @@ def _block(address: int) -> bytes | None:
 
 
 def _read_exact(address: int, size: int) -> bytes:
-    try:
-        data = bytes(gdb.selected_inferior().read_memory(address, size))
-    except gdb.MemoryError as exc:
-        raise KpError(f"cannot read {size} bytes at {address:#x}: {exc}") from None
-    except gdb.error as exc:
-        raise KpError(f"cannot read target memory at {address:#x}: {exc}") from None
+    dump = _open_core()
+    if isinstance(dump, coredump.KernelMemory):
+        try:
+            data = dump.read(address, size)
+        except coredump.UnmappedAddress as exc:
+            where = "" if exc.address == address else f" ({exc.address:#x})"
+            raise KpError(f"cannot read {size} bytes at {address:#x} in the dump{where}: "
+                          f"{exc.reason}") from None
+        except OSError as exc:
+            raise KpError(f"cannot read the dump {dump.core.name}: {exc}") from None
+    else:
+        if dump is not None and not dump.covers_virtual(address, size):
+            raise KpError(f"cannot read {size} bytes at {address:#x}: not in the dump")
+        try:
+            data = bytes(gdb.selected_inferior().read_memory(address, size))
+        except gdb.MemoryError as exc:
+            raise KpError(f"cannot read {size} bytes at {address:#x}: {exc}") from None
+        except gdb.error as exc:
+            raise KpError(f"cannot read target memory at {address:#x}: {exc}") from None
     stats["reads"] += 1
     stats["bytes"] += size
     return data
+
+
+# -- core files ---------------------------------------------------------------------------
+# gdb reads an address that a core file does not hold from the vmlinux file instead, without
+# a word: kprobe_table (.bss) reads as zeros, every list as empty. So reads outside the
+# core's segments are refused, and a QEMU dump without virtual addresses (dump-guest-memory
+# without -p: every address outside) is read through the guest's page tables (coredump.py).
+
+_core_key: tuple | None = None          # (gdb connection number, symbol file) of the state
+_core: coredump.KernelMemory | coredump.ElfCore | None = None
+_core_problem: str | None = None        # why the dump cannot be read, for every read
+
+
+def _forget_core(*_args) -> None:
+    global _core_key, _core, _core_problem
+    if isinstance(_core, coredump.KernelMemory):
+        _core.core.close()
+    elif _core is not None:
+        _core.close()
+    _core_key = _core = _core_problem = None
+
+
+for _event in ("clear_objfiles", "exited", "corefile_changed"):      # the last: gdb 17+
+    _registry = getattr(gdb.events, _event, None)
+    if _registry is not None:
+        _registry.connect(_forget_core)
+
+
+def _open_core() -> coredump.KernelMemory | coredump.ElfCore | None:
+    """For a core file: the page-table reader of a dump without virtual addresses, or the
+    ELF core whose segments bound gdb's reads. None for a live target or a core that is not
+    ELF64. KpError when a dump without virtual addresses cannot be read."""
+    global _core_key, _core, _core_problem
+    connection = getattr(gdb.selected_inferior(), "connection", None)    # gdb 12+
+    if connection is None or getattr(connection, "type", None) != "core":
+        return None
+    # a new core-file is a new connection; a new symbol file changes the anchor
+    key = (connection.num, gdb.current_progspace().filename)
+    if key != _core_key:
+        _forget_core()
+        _core_key = key
+        try:
+            _core = _load_core()
+        except KpError as exc:
+            _core_problem = str(exc)
+    if _core_problem is not None:
+        raise KpError(_core_problem)
+    return _core
+
+
+def reads_through_page_tables() -> bool:
+    """Are kernel reads translated from a dump without virtual addresses? (gdb's own reads,
+    e.g. its disassembler's, would see the vmlinux file there.)"""
+    return isinstance(_open_core(), coredump.KernelMemory)
+
+
+def _load_core() -> coredump.KernelMemory | coredump.ElfCore | None:
+    path = _core_file_name()
+    if path is None:
+        return None
+    anchors = _banner_anchors()
+    try:
+        core = coredump.ElfCore.open(path)
+    except (OSError, coredump.CoreDumpError):
+        return None                     # not ELF64: gdb alone knows how to read it
+    if not core.physical_only:
+        core.close()                    # its segment table is all that is needed
+        if not any(core.covers_virtual(address, len(text)) for address, text in anchors):
+            raise KpError(f"cannot read the kernel in {path}: the dump does not hold "
+                          f"linux_banner (a dump of part of memory, or not of this kernel?); "
+                          f"{coredump.DUMP_ADVICE}")
+        return core
+    try:
+        return coredump.open_kernel_memory(core, anchors)
+    except coredump.CoreDumpError as exc:
+        core.close()
+        raise KpError(f"cannot read the kernel in {path}: {exc}") from None
+    except BaseException:
+        core.close()
+        raise
+
+
+def _core_file_name() -> str | None:
+    corefile = getattr(gdb.selected_inferior(), "corefile", None)       # gdb 17+
+    if corefile is not None:
+        return corefile.filename
+    text = gdb.execute("info target", to_string=True)
+    found = re.search(r"Local core dump file:\s*`(.+)', file type", text)
+    return found.group(1) if found else None
+
+
+def _banner_anchors() -> list[tuple[int, bytes]]:
+    """Where linux_banner may be (the symbol file's address, then every KASLR slide), to
+    tell the kernel's page tables from a PTI user PGD that does not map it."""
+    banner = symbols.kernel().address_of("linux_banner")
+    if banner is None:
+        raise KpError("the symbol file has no linux_banner: is it a vmlinux?")
+    from gdb_kprobe import kaslr     # imports this module
+    slides = [0] + [slide for slide in range(-kaslr.KASLR_RANGE, kaslr.KASLR_RANGE,
+                                             kaslr.KASLR_ALIGN) if slide]
+    return [((banner + slide) & ((1 << 64) - 1), b"Linux version") for slide in slides]
 
 
 def read_u64(address: int) -> int:
@@ -163,6 +279,7 @@ def require_stopped_target() -> None:
         raise KpError(f"cannot talk to the target: {exc}") from None
     if any(t.is_running() for t in threads):
         raise running
+    _open_core()        # a dump without virtual addresses: readable, or one line saying why
 
 
 def _non_stop() -> bool:

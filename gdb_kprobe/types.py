@@ -180,11 +180,21 @@ class View:
     def string(self, path: str) -> str:
         raw = self.bytes(path)
         end = raw.find(b"\0")
-        return raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+        return printable(raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace"))
 
     def addr_of(self, path: str) -> int:
         """Target address of a field (for embedded list heads)."""
         return self.address + self.layout.offset(path)
+
+
+def printable(text: str) -> str:
+    """A string read from target memory with its control characters escaped (`\\n`,
+    `\\x1b`): a damaged string table must not break an output line or a one-line error,
+    nor send escape sequences to the terminal. Real kernel names are printable already."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def layout(name: str) -> Layout:

@@ -26,11 +26,14 @@ def _sources_digest(folder: pathlib.Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_modules(files: KernelFiles) -> pathlib.Path:
+def build_modules(files: KernelFiles) -> pathlib.Path | None:
     """Build qemu/modules/*.c against the kernel's headers; cached by source hash.
 
-    Returns the folder holding the .ko files (kept: gdb loads their symbols).
+    Returns the folder holding the .ko files (kept: gdb loads their symbols), or None for a
+    kernel without a kbuild tree (a kernel of your own given without one).
     """
+    if files.headers is None:
+        return None
     out = files.modules_dir / _sources_digest(MODULE_SOURCES)
     if (out / ".complete").exists():
         return out
@@ -72,7 +75,8 @@ def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
     return blob
 
 
-def build_initramfs(dest: pathlib.Path, modules: pathlib.Path, scenario: pathlib.Path) -> pathlib.Path:
+def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
+                    scenario: pathlib.Path) -> pathlib.Path:
     """Write a gzipped newc initramfs: busybox, /init, the lab modules and the scenario."""
     entries: list[tuple[str, int, bytes]] = []
     # /dev/console must exist before devtmpfs is mounted: the kernel opens it for /init.
@@ -85,7 +89,7 @@ def build_initramfs(dest: pathlib.Path, modules: pathlib.Path, scenario: pathlib
     entries.append(("init", 0o100755, (GUEST_FILES / "init").read_bytes()))
     entries.append(("bin/kp-scenario", 0o100755, (GUEST_FILES / "kp-scenario").read_bytes()))
     entries.append(("etc/kp-lab/scenario", 0o100644, scenario.read_bytes()))
-    for ko in sorted(modules.glob("*.ko")):
+    for ko in sorted(modules.glob("*.ko")) if modules else ():
         entries.append((f"lib/modules/kp-lab/{ko.name}", 0o100644, ko.read_bytes()))
     archive = bytearray()
     for ino, (name, mode, data) in enumerate(entries, start=1):

@@ -44,7 +44,7 @@ class BuiltKernel:
     """A kernel the lab compiles from a Debian linux-source package."""
 
     name: str                 # the lab's short name: make lab KERNEL=<name>
-    version: str              # version of the source package (pinned in qemu/kernels.py)
+    version: str              # version of the source package (resolved by qemu/kernels.py)
     source_pkg: str           # linux-source-<series>
     fragment: pathlib.Path    # Kconfig fragment merged over tinyconfig
 
@@ -100,6 +100,52 @@ def _make(root: pathlib.Path, log: pathlib.Path, out: IO[str], *targets: str) ->
     _run(["make", f"-j{os.cpu_count() or 2}", f"ARCH={ARCH}", *targets], tree(root), log, out)
 
 
+# kbuild's quiet lines for the objects it compiles ("  CC      init/main.o", "  AS [M] x.o");
+# in a dry run (`make -n`) the same lines stand in echo commands
+_OBJECT = re.compile(r"^  (?:CC|AS)(?: \[M\])?\s+\S+\.o$")
+_OBJECT_DRY = re.compile(r"echo '  (?:CC|AS)(?: \[M\])?\s+\S+\.o'")
+PROGRESS_EVERY = 15.0         # seconds between progress lines when stderr is not a terminal
+
+
+def _count_objects(root: pathlib.Path, *targets: str) -> int:
+    """How many objects the build will compile: kbuild's dry run (`make -n`, ~10 s)."""
+    dry = subprocess.run(["make", "-n", f"ARCH={ARCH}", *targets], cwd=tree(root),
+                         capture_output=True, text=True)
+    return sum(len(_OBJECT_DRY.findall(line)) for line in dry.stdout.splitlines())
+
+
+def _make_with_progress(root: pathlib.Path, log: pathlib.Path, out: IO[str], *targets: str) -> None:
+    """The long build: its output goes to the log, and stderr shows objects done out of
+    total with the time elapsed (on one line in a terminal, every 15 s elsewhere)."""
+    total = _count_objects(root, *targets)
+    command = ["make", f"-j{os.cpu_count() or 2}", f"ARCH={ARCH}", *targets]
+    out.write(f"\n$ {' '.join(command)}\n")
+    out.flush()
+    started = last = time.monotonic()
+    done = 0
+    terminal = sys.stderr.isatty()
+    process = subprocess.Popen(command, cwd=tree(root), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace")
+    assert process.stdout
+    for line in process.stdout:
+        out.write(line)
+        if _OBJECT.match(line.rstrip("\n")):
+            done += 1
+            now = time.monotonic()
+            if terminal or now - last >= PROGRESS_EVERY:
+                last = now
+                elapsed = int(now - started)
+                shown = f"lab: building: {done}/{max(total, done)} objects, {elapsed // 60}:{elapsed % 60:02d}"
+                sys.stderr.write(f"\r{shown}\033[K" if terminal else shown + "\n")
+                sys.stderr.flush()
+    if terminal:
+        sys.stderr.write("\n")
+    out.flush()
+    if process.wait() != 0:
+        raise BuildError(f"{' '.join(command)} failed in {tree(root)}; the end of {log}:\n"
+                         f"{_log_tail(log)}")
+
+
 def _unpack(source_deb: pathlib.Path, source_pkg: str, dest: pathlib.Path) -> None:
     """linux-source-X.deb holds /usr/src/linux-source-X.tar.xz: stream it out, untar it."""
     partial = dest.with_name(dest.name + ".partial")
@@ -146,7 +192,7 @@ def _build_locked(kernel: BuiltKernel, source_deb: pathlib.Path, root: pathlib.P
         _make(root, log, out, "olddefconfig")
         _check_config(src / ".config", kernel.fragment)
         # The tree may hold a half build from an interrupted run: make carries on from it.
-        _make(root, log, out, *TARGETS)
+        _make_with_progress(root, log, out, *TARGETS)
     release = subprocess.run(["make", "-s", f"ARCH={ARCH}", "kernelrelease"], cwd=src,
                              capture_output=True, text=True, check=True).stdout.strip()
     if release != kernel.release:
@@ -170,8 +216,8 @@ def build(kernel: BuiltKernel, source_deb: pathlib.Path, root: pathlib.Path) -> 
         if stamp.exists():
             return
         log = root / "build.log"
-        print(f"lab: building {kernel.name} ({kernel.release}) from {source_deb.name}; "
-              f"log in {log}", file=sys.stderr)
+        print(f"lab: building {kernel.name} ({kernel.release}) from {source_deb.name} with "
+              f"{os.cpu_count() or 2} cores (about 5 min on 2); log in {log}", file=sys.stderr)
         started = time.monotonic()
         _build_locked(kernel, source_deb, root, log)
         seconds = time.monotonic() - started

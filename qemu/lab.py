@@ -193,8 +193,13 @@ class Lab:
 
     def __init__(self, kernel: str = kernels.DEFAULT_KERNEL, scenario: str = "default",
                  kvm: bool = False, memory_mb: int = 512, cpus: int = 2,
-                 append: str = "", kaslr: bool = False) -> None:
+                 append: str = "", kaslr: bool = False, vmlinux: str | None = None,
+                 headers: str | None = None) -> None:
+        """`kernel`: a lab kernel name (6.1, 6.12, 6.1-fp, SERIES/FLAVOUR), or the path of a
+        kernel image of your own, with `vmlinux` (its DWARF) and optionally `headers`."""
         self.kernel_name = kernel
+        self.own_vmlinux = vmlinux
+        self.own_headers = headers
         self.scenario_name = scenario
         self.kvm = kvm
         self.memory_mb = memory_mb
@@ -213,7 +218,10 @@ class Lab:
     # -- life cycle -------------------------------------------------------------------
     def prepare(self) -> None:
         """Everything before boot: kernel files, modules, initramfs (all cached)."""
-        self.files = kernels.fetch(self.kernel_name)
+        if self.own_vmlinux:
+            self.files = kernels.own_kernel(self.kernel_name, self.own_vmlinux, self.own_headers)
+        else:
+            self.files = kernels.fetch(self.kernel_name)
         self.modules_dir = build.build_modules(self.files)
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-lab-"))
         scenario = build.scenario_path(self.scenario_name, self.kernel_name)
@@ -369,9 +377,11 @@ class Lab:
                     raise LabError(f"QMP {command}: {reply['error'].get('desc')}")
             return reply.get("return", {})
 
-    def dump(self, path: pathlib.Path) -> pathlib.Path:
-        """An ELF dump of guest memory with virtual addresses (gdb opens it as a core)."""
-        self.qmp("dump-guest-memory", {"paging": True, "protocol": f"file:{path}"})
+    def dump(self, path: pathlib.Path, paging: bool = True) -> pathlib.Path:
+        """An ELF dump of guest memory (gdb opens it as a core): with virtual addresses
+        (`dump-guest-memory -p`), or with `paging=False` physical addresses only, QEMU's
+        default and what `virsh dump --memory-only` makes."""
+        self.qmp("dump-guest-memory", {"paging": paging, "protocol": f"file:{path}"})
         return path
 
     # -- gdb ----------------------------------------------------------------------------
@@ -429,11 +439,51 @@ class Attached:
         self.resume()
         return self.lab.guest.run(command, **kwargs)
 
+def _build_id(elf: pathlib.Path) -> str | None:
+    """The GNU build-id of an ELF file (the name of gdb's index-cache entry for it)."""
+    import struct
+    with open(elf, "rb") as f:
+        header = f.read(64)
+        if header[:5] != b"\x7fELF\x02":
+            return None
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        for i in range(phnum):
+            p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+            if p_type != 4:                        # PT_NOTE
+                continue
+            f.seek(p_offset)
+            notes = f.read(min(p_filesz, 1 << 16))
+            at = 0
+            while at + 12 <= len(notes):
+                namesz, descsz, kind = struct.unpack_from("<III", notes, at)
+                name_end = at + 12 + (namesz + 3) // 4 * 4
+                if kind == 3 and notes[at + 12:at + 12 + namesz] == b"GNU\0":   # NT_GNU_BUILD_ID
+                    return notes[name_end:name_end + descsz].hex()
+                at = name_end + (descsz + 3) // 4 * 4
+    return None
+
+
+def first_dwarf_load(vmlinux: pathlib.Path) -> bool:
+    """True when gdb has no index of this vmlinux yet: its first load takes ~15 s."""
+    build_id = _build_id(vmlinux)
+    return build_id is not None and not (
+        kernels.cache_dir() / "gdb-index" / f"{build_id}.gdb-index").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make lab", description=(
         "Boot a lab kernel in QEMU with a scenario of kprobes and attach gdb with gdb-kprobe."))
     parser.add_argument("--kernel", default=os.environ.get("KERNEL") or kernels.DEFAULT_KERNEL,
-                        choices=kernels.names())
+                        help=f"a lab kernel ({', '.join(kernels.names())}), a Debian "
+                             "SERIES/FLAVOUR (6.1/rt-amd64), or the path of your own bzImage "
+                             "(with --vmlinux)")
+    parser.add_argument("--vmlinux", default=os.environ.get("VMLINUX") or None,
+                        help="the DWARF vmlinux of the kernel image given by path")
+    parser.add_argument("--headers", default=os.environ.get("HEADERS") or None,
+                        help="its kbuild tree, to build the lab modules (else they are skipped)")
     parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or "default")
     parser.add_argument("--kvm", action="store_true",
                         help="use KVM (dies on the first int3 on hypervisors that don't pass it through)")
@@ -441,11 +491,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="run these gdb commands (separated by ';') after kp-list and exit")
     parser.add_argument("--gdb", default=os.environ.get("GDB") or "gdb", help="gdb binary")
     options = parser.parse_args(argv)
+    if pathlib.Path(options.kernel).is_file() and not options.vmlinux:
+        parser.error(f"{options.kernel} is a file: give its DWARF vmlinux too "
+                     "(make lab KERNEL=<bzImage> VMLINUX=<vmlinux>)")
 
-    lab = Lab(options.kernel, options.scenario, kvm=options.kvm)
+    lab = Lab(options.kernel, options.scenario, kvm=options.kvm, vmlinux=options.vmlinux,
+              headers=options.headers)
     print(f"lab: preparing kernel {options.kernel} ...", file=sys.stderr)
-    lab.prepare()
-    print(f"lab: booting {lab.files.kernel.release} with scenario {options.scenario!r} ...",
+    try:
+        lab.prepare()
+    except (kernels.debarchive.ResolveError, kernels.fpkernel.BuildError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    scenario = build.scenario_path(options.scenario, lab.kernel_name)
+    print(f"lab: booting {lab.files.release} ({lab.files.description}) with scenario "
+          f"{scenario.name!r}{'' if lab.modules_dir else ', no lab modules (no kbuild tree)'} ...",
           file=sys.stderr)
     started = time.monotonic()
     try:
@@ -453,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab: guest ready in {time.monotonic() - started:.1f} s; gdbstub on "
               f"127.0.0.1:{lab.gdb_port}; console log {lab.workdir / 'console.log'}",
               file=sys.stderr)
+        if first_dwarf_load(lab.files.vmlinux):
+            print(f"lab: gdb reads the DWARF of {lab.files.vmlinux} for the first time: about "
+                  "15 s (its index is cached: later starts take under a second)", file=sys.stderr)
         command = [options.gdb, "-q", "-nx", *lab.gdb_args(), "-ex", "kp-list"]
         if options.batch:
             command.insert(1, "-batch")

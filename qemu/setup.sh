@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="qemu-system-x86 busybox-static gdb gcc-12 make xz-utils libelf1 libssl3 zlib1g \
+PACKAGES="qemu-system-x86 busybox-static cpio gdb gcc-12 make xz-utils libelf1 libssl3 zlib1g \
 python3 python3-venv python3-pygments \
 libc6-dev flex bison bc libelf-dev"
 missing=""

@@ -17,7 +17,7 @@ LIST = "/sys/kernel/debug/kprobes/list"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--kernels", default=",".join(kernels.KERNELS),
+    parser.addoption("--kernels", default=",".join(kernels.LAB_KERNELS),
                      help="comma-separated lab kernels for the e2e tests")
     parser.addoption("--gdb", default="gdb", help="gdb binary for the e2e tests")
 
@@ -70,7 +70,7 @@ def fake_gdb(monkeypatch):
     fake = types.ModuleType("gdb")
     fake.events = types.SimpleNamespace(**{n: registry for n in (
         "cont", "stop", "memory_changed", "exited", "new_objfile", "clear_objfiles",
-        "inferior_call")})
+        "inferior_call", "before_prompt")})
     fake.error = type("error", (RuntimeError,), {})
     fake.MemoryError = type("MemoryError", (fake.error,), {})
     fake.GdbError = type("GdbError", (Exception,), {})

@@ -42,7 +42,7 @@ def test_kaslr_is_detected_then_relocated(kaslr_session):
 
 
 def test_wrong_vmlinux_is_refused(session, gdb_binary):
-    other = next(name for name in kernels.KERNELS if name != session.lab.kernel_name)
+    other = next(name for name in kernels.LAB_KERNELS if name != session.lab.kernel_name)
     wrong = kernels.fetch(other).vmlinux
     session.stop()
     session.gdb.execute("detach")

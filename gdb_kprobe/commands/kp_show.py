@@ -43,13 +43,17 @@ class KpShow(KpCommand):
 def _address_of(place: str) -> int:
     text = place.strip()
     index_text = text[1:] if text.startswith("#") else text
-    if index_text.isdigit() and (text.startswith("#") or len(index_text) < 6):
-        index = int(index_text)
+    # isdigit() alone also takes `²` and other digits int() refuses
+    if index_text.isascii() and index_text.isdigit() and \
+            (text.startswith("#") or len(index_text) < 6):
+        # int() refuses more than 4300 digits; no kp-list has a billion lines anyway
+        index = int(index_text) if len(index_text) <= 9 else 0
+        shown = str(index) if index else index_text[:20] + "..." * (len(index_text) > 20)
         addresses = listing.last_addresses()
         if not addresses:
             raise KpUsageError("no kp-list to take line numbers from; run kp-list -n first")
         if not 1 <= index <= len(addresses):
-            raise KpError(f"no line {index} in the last kp-list (it had {len(addresses)} "
+            raise KpError(f"no line {shown} in the last kp-list (it had {len(addresses)} "
                           "lines)")
         return addresses[index - 1]
     return location.resolve(text).address

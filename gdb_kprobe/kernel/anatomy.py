@@ -113,7 +113,7 @@ def _fields(probe: kprobes.Kprobe, symbolizer: Symbolizer) -> list[Field]:
             string = None
             if field.is_char_pointer and value:
                 try:
-                    string = target.read_cstring(value, 128)
+                    string = types.printable(target.read_cstring(value, 128))
                 except KpError:
                     string = "<unreadable>"
             found.append(Field(name, value, location, string))
@@ -237,6 +237,10 @@ def gather(address: int) -> Anatomy:
                       "kp-list shows the registered ones")
     aggregate = table.is_aggregate(entry)
     members = entry.children if aggregate else [entry]
+    if not members:     # the kernel frees an aggregate with its last probe: damaged memory
+        raise KpError(f"the aggregate kprobe at {address:#x} has no readable probe on its "
+                      f"list ({entry.damage or 'the list is empty'}); kp-list shows where "
+                      "kernel memory is damaged")
     probes = []
     for probe in members:
         kind = "r" if table.is_return_probe(probe) else "k"

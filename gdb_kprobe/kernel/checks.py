@@ -263,7 +263,7 @@ def _optimizable(place: Place, insns: list[code.Insn]) -> tuple[bool, str]:
     covered = [i for i in insns if i.address < place.address + 5 and
                i.address + len(i.raw) > place.address]
     for insn in insns:
-        mnemonic = insn.asm.split()[0] if insn.asm else ""
+        mnemonic = (insn.asm.split() or [""])[0]      # blank text: no mnemonic
         if mnemonic == "jmp" and "*" in insn.asm and "__x86_indirect" not in insn.asm:
             return False, f"the function has an indirect jump (`{insn.asm}`)"
     region_end = max(i.address + len(i.raw) for i in covered)

@@ -248,8 +248,8 @@ def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
     event_ptr = view.ptr("tp.event")
     event = types.layout("struct trace_probe_event")
     event_view = event.view(target.read(event_ptr, event.size), event_ptr)
-    group = target.read_cstring(event_view.ptr("class.system"), 64)
-    name = target.read_cstring(event_view.ptr("call.name"), 64)
+    group = types.printable(target.read_cstring(event_view.ptr("class.system"), 64))
+    name = types.printable(target.read_cstring(event_view.ptr("call.name"), 64))
     return TraceEvent(f"{group}/{name}", address, view.ptr("nhit") if tk.has_field("nhit") else 0)
 
 

@@ -86,7 +86,7 @@ class Module:
                         in struct.iter_unpack("<IBBHQQ", raw)]
 
     def _name(self, offset: int) -> str:
-        return target.read_cstring(self._strtab + offset, 128)
+        return types.printable(target.read_cstring(self._strtab + offset, 128))
 
 
 def _is_mapping_symbol(name: str) -> bool:
@@ -160,5 +160,5 @@ def sections(module: Module) -> dict[str, int]:
         item = attr.view(raw[index * attr.size:(index + 1) * attr.size], first + index * attr.size)
         name_ptr = item.ptr("battr.attr.name")
         if name_ptr:
-            found[target.read_cstring(name_ptr, 64)] = item.ptr("address")
+            found[types.printable(target.read_cstring(name_ptr, 64))] = item.ptr("address")
     return found
