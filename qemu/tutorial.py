@@ -136,7 +136,7 @@ def _commands(body: list[str], prompt: str, lineno: int) -> list[Command]:
 _SHAPE_RULES = [
     # paths that depend on the machine and the kernel: the lab's cache, mktemp, Debian's
     # build directory in the DWARF file names
-    (re.compile(r"(?:\S*/)?gdb-kprobe/kernels/[^\s':,]*"), "<kernel-cache>"),
+    (re.compile(r"(?:(?:\S*/)?gdb-kprobe|<cache>)/kernels/[^\s':,]*"), "<kernel-cache>"),
     (re.compile(r"/tmp/tmp\.\w+"), "/tmp/<tmp>"),
     (re.compile(r"/build/reproducible-path/linux-[^/\s]+/"), ""),
     (re.compile(r"(?<=\s)\./(?=\w)"), ""),
@@ -198,6 +198,23 @@ def compare(expected: list[str], actual: list[str], unordered: bool = False) -> 
     if ELLIPSIS not in exp and len(exp) != len(act):
         return f"{len(act)} lines, expected {len(exp)}"
     return None
+
+
+_CACHED_KERNEL = re.compile(r"<cache>/kernels/([^/\s':,]+)([^\s':,]*)")
+
+
+def for_readers(line: str) -> str:
+    """A line as the document shows it, right for any reader on any day: the cache folder
+    as <cache>, a kernel's folder in it as <kernel> and its release as <release> (the
+    archive moves: the ABI in a path today is gone in a few weeks)."""
+    line = line.replace(str(kernels.cache_dir()), "<cache>")
+
+    def placeholders(match: re.Match) -> str:
+        folder, rest = match[1], match[2]
+        rest = re.sub(r"(linux-headers-)[^/\s':,]+", r"\1<release>", rest)
+        rest = re.sub(r"(/modules/)[0-9a-f]{16}(?=/)", r"\1<sources>", rest)
+        return f"<cache>/kernels/<kernel>{rest}"
+    return _CACHED_KERNEL.sub(placeholders, line)
 
 
 def updated(expected: list[str], actual: list[str]) -> list[str]:
@@ -364,7 +381,7 @@ def _judge(block: Block, outs: list[list[str]], kernel: str, update: bool,
         body: list[str] = []
         for command, actual in zip(block.commands, outs):
             body.append(PROMPTS[block.where] + command.text)
-            body += updated(command.expected, actual)
+            body += [for_readers(line) for line in updated(command.expected, actual)]
         outcome.updates[block.first] = body
         return
     for command, actual in zip(block.commands, outs):

@@ -20,6 +20,9 @@ def pytest_addoption(parser):
     parser.addoption("--kernels", default=",".join(kernels.LAB_KERNELS),
                      help="comma-separated lab kernels for the e2e tests")
     parser.addoption("--gdb", default="gdb", help="gdb binary for the e2e tests")
+    parser.addoption("--flavours", default="",
+                     help="Debian SERIES/FLAVOUR kernels (e.g. 6.1/rt-amd64) that "
+                          "test_own_kernel.py also boots by path")
 
 
 def pytest_generate_tests(metafunc):

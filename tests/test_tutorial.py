@@ -38,6 +38,9 @@ def test_shapes_keep_words_and_drop_numbers():
     assert shape("[FTRACE]") != shape("[OPTIMIZED]")
     assert shape("/root/.cache/gdb-kprobe/kernels/6.1.0-56-cloud-amd64/modules/ab12/x.c:42") == \
         shape("/home/u/.cache/gdb-kprobe/kernels/6.12.117+deb12-cloud-amd64/modules/cd/x.c:7")
+    # the document's form of the same paths, as --update writes them (tutorial.for_readers)
+    assert shape("<cache>/kernels/<kernel>/modules/<sources>/x.c:42") == \
+        shape("/home/u/.cache/gdb-kprobe/kernels/6.12.117+deb12-cloud-amd64/modules/cd/x.c:7")
 
 
 def test_compare_ellipsis_unordered_and_noise():
