@@ -236,6 +236,10 @@ def _deb_path(debs: pathlib.Path, package: str, version: str) -> pathlib.Path:
     return found[0] if found else debs / f"{package}_{version}_missing.deb"
 
 
+class DownloadError(RuntimeError):
+    """apt-get download failed (old package lists name files the archive dropped)."""
+
+
 def _download(packages: dict[str, str], debs: pathlib.Path) -> None:
     missing = {p: v for p, v in packages.items() if not _deb_path(debs, p, v).exists()}
     if not missing:
@@ -254,8 +258,7 @@ def _download(packages: dict[str, str], debs: pathlib.Path) -> None:
                             text=True)
     errors = [line for line in result.stderr.splitlines() if not line.startswith("W: Download is performed unsandboxed")]
     if result.returncode != 0:
-        raise SystemExit("lab: apt-get download failed: " + " ".join(errors)[-600:]
-                         + f"\nlab: `make kernels-update` resolves the kernels afresh")
+        raise DownloadError("apt-get download failed: " + " ".join(errors)[-600:])
     print(f"lab: downloaded in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
@@ -314,14 +317,22 @@ def _fetch_debian(series: DebianSeries, update: bool) -> KernelFiles:
         if _complete(files) and (pin is None or pin in (resolved.abi, resolved.version)):
             return files                      # no archive needed: works offline
     resolved = _resolve(series, fresh=update)
-    for note in resolved.notes:
-        print(f"lab: {series.name}: accepted {note}", file=sys.stderr)
     files = _debian_files(series.name, resolved)
     if not _complete(files):
         debs = cache_dir() / "debs"
-        _download(resolved.packages, debs)
+        try:
+            _download(resolved.packages, debs)
+        except DownloadError as exc:
+            if _lists_refreshed:
+                raise debarchive.ResolveError(str(exc)) from None
+            print(f"lab: {exc}; resolving again from fresh package lists", file=sys.stderr)
+            resolved = _resolve(series, fresh=True)
+            files = _debian_files(series.name, resolved)
+            _download(resolved.packages, debs)
         _unpack(resolved, files, debs)
         (files.root / ".complete").write_text(resolved.version + "\n")
+    for note in resolved.notes:
+        print(f"lab: {series.name}: accepted {note}", file=sys.stderr)
     _save_record(series.name, {"resolved": resolved.to_json()})
     return files
 
@@ -347,7 +358,10 @@ def _fetch_built(built: BuiltSeries, update: bool) -> KernelFiles:
     files = _built_files(kernel)
     if not _complete(files):
         debs = cache_dir() / "debs"
-        _download({built.source_pkg: version}, debs)
+        try:
+            _download({built.source_pkg: version}, debs)
+        except DownloadError as exc:
+            raise debarchive.ResolveError(f"{exc}; `make kernels-update` resolves afresh") from None
         fpkernel.build(kernel, _deb_path(debs, built.source_pkg, version), files.root)
     _save_record(built.name, {"version": version})
     return files

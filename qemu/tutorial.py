@@ -154,6 +154,8 @@ _SHAPE_RULES = [
 
 def shape(line: str) -> str:
     """What is compared of a line: its words, with every number a placeholder."""
+    # the cache first: GDB_KPROBE_CACHE may put it anywhere, not only under ~/.cache
+    line = line.replace(str(kernels.cache_dir()), "<cache>")
     line = line.replace(str(pathlib.Path.home()), "~")
     for pattern, replacement in _SHAPE_RULES:
         line = pattern.sub(replacement, line)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -43,6 +44,21 @@ class Session(Attached):
         """The debugfs list once it no longer changes (the optimizer works asynchronously)."""
         self.resume()
         return self.lab.guest.settled(f"cat {LIST}")
+
+    def mid_instruction(self, function: str, at_least: int = 0x10) -> int:
+        """An offset inside `function` that is not an instruction boundary: one byte into the
+        first instruction of 2+ bytes at or after `at_least`, from the vmlinux file's code
+        (live text has probes in it). Derived, not written down: code moves between builds."""
+        self.gdb_cmd("set trust-readonly-sections on")
+        try:
+            listing = self.gdb_cmd(f"x/24i {function}")
+        finally:
+            self.gdb_cmd("set trust-readonly-sections off")
+        offsets = [int(m) for m in re.findall(rf"<{re.escape(function)}\+(\d+)>:", listing)]
+        for start, following in zip(offsets, offsets[1:]):
+            if start >= at_least and following - start >= 2:
+                return start + 1
+        raise AssertionError(f"no instruction of 2+ bytes in {function}:\n{listing}")
 
     def list_pair(self) -> tuple[str, str]:
         """(debugfs list, kp-list) taken at the same stop: the list before and after the

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 EVENTS = "/sys/kernel/tracing/kprobe_events"
-MID = {"6.1": "inet_accept+21", "6.12": "inet_accept+0x14", "6.1-fp": "inet_accept+0x14"}
 
 
 def test_blacklist_matches_debugfs(session):
@@ -29,7 +28,7 @@ def places(session) -> list[str]:
                                     "filp_close", "inet_accept")
                 for o in ("", "+5", "+7", "+0x10")]
     mid = ["vfs_read+1", "vfs_write+2", "do_sys_openat2+3", "ksys_read+1", "filp_close+2",
-           MID[session.lab.kernel_name]]
+           f"inet_accept+{session.mid_instruction('inet_accept')}"]
     odd = ["no_such_function_kp", "jiffies", "init_task", "inet_accept+9999",
            "kp_lab_kprobe:kp_lab_target", "kp_lab_kprobe:kp_lab_target+1"]
     return black[:8] + duplicates + ordinary + mid + odd

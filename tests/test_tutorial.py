@@ -25,7 +25,7 @@ def test_the_document_parses_and_its_excerpts_are_current():
             assert block.commands, block.label()
 
 
-def test_shapes_keep_words_and_drop_numbers():
+def test_shapes_keep_words_and_drop_numbers(monkeypatch):
     shape = tutorial.shape
     assert shape("ffffffff81855477  k  inet_csk_accept+0x7") == \
         shape("ffffffff81af06fb  k  inet_csk_accept+0xb")
@@ -38,7 +38,11 @@ def test_shapes_keep_words_and_drop_numbers():
     assert shape("[FTRACE]") != shape("[OPTIMIZED]")
     assert shape("/root/.cache/gdb-kprobe/kernels/6.1.0-56-cloud-amd64/modules/ab12/x.c:42") == \
         shape("/home/u/.cache/gdb-kprobe/kernels/6.12.117+deb12-cloud-amd64/modules/cd/x.c:7")
-    # the document's form of the same paths, as --update writes them (tutorial.for_readers)
+    # a cache anywhere (GDB_KPROBE_CACHE), and the document's form of its paths
+    # (tutorial.for_readers)
+    monkeypatch.setenv("GDB_KPROBE_CACHE", "/tmp/fresh/cache")
+    assert shape("/tmp/fresh/cache/kernels/6.1.0-57-cloud-amd64/modules/ab12/x.c:42") == \
+        shape("<cache>/kernels/<kernel>/modules/<sources>/x.c:42")
     assert shape("<cache>/kernels/<kernel>/modules/<sources>/x.c:42") == \
         shape("/home/u/.cache/gdb-kprobe/kernels/6.12.117+deb12-cloud-amd64/modules/cd/x.c:7")
 
