@@ -98,3 +98,16 @@ def test_bad_places(session):
             assert re.match(expected[3:], out), out
         else:
             assert out.startswith(expected), out
+
+
+def test_types_are_named_in_c_whatever_the_frame_language(session):
+    """Stopped in an assembler stub, gdb's `auto` language is asm, which drops the struct tag
+    ("socket *"); kp-locals must print C and leave the user's language setting as it was."""
+    session.gdb_cmd("set language asm")
+    try:
+        out = session.gdb_cmd("kp-locals inet_accept")
+        after = session.gdb_cmd("show language")
+    finally:
+        session.gdb_cmd("set language auto")
+    assert "struct socket *" in out, out
+    assert '"asm"' in after, after

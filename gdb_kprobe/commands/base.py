@@ -7,7 +7,10 @@ as one gdb error line, never a Python traceback (`set kp-debug on` shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import traceback
+from typing import Iterator
 
 import gdb
 
@@ -73,7 +76,8 @@ class KpCommand(gdb.Command):
                 args = self.parser.parse_args(argv)
             except _HelpShown:
                 return
-            self.run(args)
+            with _c_language():
+                self.run(args)
         except KpError as exc:
             raise gdb.GdbError(str(exc)) from None
         except gdb.GdbError:
@@ -108,3 +112,22 @@ class KpCommand(gdb.Command):
 
     def run(self, args: argparse.Namespace) -> None:
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _c_language() -> Iterator[None]:
+    """Run a command in gdb's C language. With `set language auto`, gdb takes the language of
+    the selected frame, and a CPU stopped in an assembler stub (entry_64.S, a trampoline)
+    makes it `asm`, which names types without their tag: "socket *" for
+    "struct socket *". What we print must not depend on where the CPU happened to stop."""
+    # 'The current source language is "auto; currently asm".' or '... is "c".'
+    shown = re.search(r'"(\w+)(?:; currently (\w+))?"', gdb.execute("show language", to_string=True))
+    if shown is None or (shown[2] or shown[1]) == "c":
+        yield
+        return
+    previous = shown[1]                 # "auto" stays auto: gdb follows the frames again
+    gdb.execute("set language c", to_string=True)
+    try:
+        yield
+    finally:
+        gdb.execute(f"set language {previous}", to_string=True)
