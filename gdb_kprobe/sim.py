@@ -90,8 +90,9 @@ def current_task_comm() -> str | None:
         if task is None:
             return None
         task_layout = types.layout("struct task_struct")
-        return target.read_cstring(task + task_layout.offset("comm"), 16) + \
-            f"[{_pid(task, task_layout)}]"
+        # a task names itself (prctl PR_SET_NAME): escape what it may put there
+        comm = types.printable(target.read_cstring(task + task_layout.offset("comm"), 16))
+        return f"{comm}[{_pid(task, task_layout)}]"
     except (KpError, gdb.error, IndexError):
         return None
 
