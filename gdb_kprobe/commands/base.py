@@ -1,4 +1,4 @@
-"""The base of every kp-* command: argparse parsing, guards, one-line errors.
+"""The base of every kp-* command: argparse parsing, guards, one-line errors, the palette.
 
 A command subclass declares `name`, builds its parser in `build_parser()` and
 implements `run(args)`: parse → ask the model → render. Whatever goes wrong ends
@@ -7,15 +7,17 @@ as one gdb error line, never a Python traceback (`set kp-debug on` shows it).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
+import os
 import traceback
-from typing import Iterator
 
 import gdb
 
-from gdb_kprobe import settings
+from gdb_kprobe import options
 from gdb_kprobe.errors import KpError, KpUsageError
+from gdb_kprobe.target import context
+from gdb_kprobe.ui.colour import PLAIN, Palette
+
+__all__ = ["KpArgumentParser", "KpCommand", "palette"]
 
 
 class _HelpShown(Exception):
@@ -76,7 +78,8 @@ class KpCommand(gdb.Command):
                 args = self.parser.parse_args(argv)
             except _HelpShown:
                 return
-            with _c_language():
+            self.check_args(args)
+            with context.language_c():
                 self.run(args)
         except KpError as exc:
             raise gdb.GdbError(str(exc)) from None
@@ -96,38 +99,34 @@ class KpCommand(gdb.Command):
                                    "target remote, or open a dump with core-file") from None
             raise gdb.GdbError(f"{self.name}: {text}") from None
         except Exception as exc:  # a bug of ours: still one line, details on request
-            if settings.debug():
+            if options.current.debug:
                 gdb.write(traceback.format_exc())
             raise gdb.GdbError(f"{self.name}: internal error: {type(exc).__name__}: {exc} "
                                "(`set kp-debug on` shows the traceback)") from None
 
     def complete(self, text: str, word: str):
         if word is not None and word.startswith("-"):
-            options = [opt for action in self.parser._actions for opt in action.option_strings]
-            return sorted(opt for opt in options if opt.startswith(word))
+            flags = [opt for action in self.parser._actions for opt in action.option_strings]
+            return sorted(opt for opt in flags if opt.startswith(word))
         return self.complete_argument(text, word)
 
     def complete_argument(self, text: str, word: str):
         return gdb.COMPLETE_NONE
 
+    def check_args(self, args: argparse.Namespace) -> None:
+        """Refuse argument combinations before any guard looks at the target."""
+
     def run(self, args: argparse.Namespace) -> None:
         raise NotImplementedError
 
 
-@contextlib.contextmanager
-def _c_language() -> Iterator[None]:
-    """Run a command in gdb's C language. With `set language auto`, gdb takes the language of
-    the selected frame, and a CPU stopped in an assembler stub (entry_64.S, a trampoline)
-    makes it `asm`, which names types without their tag: "socket *" for
-    "struct socket *". What we print must not depend on where the CPU happened to stop."""
-    # 'The current source language is "auto; currently asm".' or '... is "c".'
-    shown = re.search(r'"(\w+)(?:; currently (\w+))?"', gdb.execute("show language", to_string=True))
-    if shown is None or (shown[2] or shown[1]) == "c":
-        yield
-        return
-    previous = shown[1]                 # "auto" stays auto: gdb follows the frames again
-    gdb.execute("set language c", to_string=True)
-    try:
-        yield
-    finally:
-        gdb.execute(f"set language {previous}", to_string=True)
+def palette() -> Palette:
+    """The palette the user's settings ask for (pwndbg's theme when pwndbg is loaded)."""
+    if os.environ.get("NO_COLOR"):
+        return PLAIN
+    settings = options.current
+    styled = context.gdb_styling() if settings.colour == "auto" else settings.colour == "on"
+    theme = settings.theme() if settings.theme is not None else None
+    if theme is None:
+        return Palette(styled)
+    return Palette(theme.enabled if settings.colour == "auto" else styled, theme.roles)

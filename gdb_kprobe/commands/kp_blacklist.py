@@ -5,10 +5,10 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import guards, render
+from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
-from gdb_kprobe.kernel import checks
-from gdb_kprobe.kernel.kallsyms import Symbolizer
+from gdb_kprobe.kernel import blacklist
+from gdb_kprobe.ui import render
 
 
 class KpBlacklist(KpCommand):
@@ -21,14 +21,10 @@ class KpBlacklist(KpCommand):
         parser.add_argument("pattern", nargs="?", help="only entries whose symbol contains this")
         return parser
 
+    @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
-        guards.require_kernel()
-        walk = checks.read_blacklist()
-        symbolizer = Symbolizer()
-        rows = [(entry, symbolizer.lookup(entry.start)) for entry in walk.items]
-        if args.pattern:
-            rows = [(e, loc) for e, loc in rows if loc and args.pattern in loc.symbol]
-        gdb.write(render.blacklist(rows, [walk.damage] if walk.damage else []))
+        found = blacklist.listing(args.pattern)
+        gdb.write(render.blacklist(found.rows, found.damage))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL

@@ -5,9 +5,10 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import guards, render
+from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import checks
+from gdb_kprobe.ui import render
 
 
 class KpCheck(KpCommand):
@@ -23,8 +24,8 @@ class KpCheck(KpCommand):
                                  "takes it")
         return parser
 
+    @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
-        guards.require_kernel()
         gdb.write("".join(render.verdict(checks.check(place)) for place in args.places))
 
     def complete_argument(self, text, word):

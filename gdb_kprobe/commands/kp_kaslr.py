@@ -5,9 +5,12 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import kaslr, symbols, target
+from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.engine import symbol_files
 from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import kaslr
+from gdb_kprobe.target import symbols
 
 
 class KpKaslr(KpCommand):
@@ -22,9 +25,8 @@ class KpKaslr(KpCommand):
                             help="reload the vmlinux with `symbol-file -o SLIDE`")
         return parser
 
+    @guards.needs_target
     def run(self, args: argparse.Namespace) -> None:
-        target.require_symbols()
-        target.require_stopped_target()
         match = kaslr.detect()
         bias = symbols.kernel().bias
         if match.slide is None:
@@ -39,8 +41,5 @@ class KpKaslr(KpCommand):
             gdb.write(f"kp-kaslr: KASLR moved the kernel by {match.slide:#x} from the vmlinux's "
                       "addresses; `kp-kaslr --relocate` shifts the symbols\n")
             return
-        path = gdb.current_progspace().filename
-        gdb.execute(f"symbol-file -o {match.slide:#x} {path}", from_tty=False, to_string=True)
-        symbols.relocate(match.slide)
-        kaslr.forget()
+        symbol_files.relocate_kernel(match)
         gdb.write(f"kp-kaslr: symbols relocated by {match.slide:#x}\n")

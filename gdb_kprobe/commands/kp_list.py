@@ -5,10 +5,11 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import colour, guards, jsonout, render
-from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.commands import guards, last_list
+from gdb_kprobe.commands.base import KpCommand, palette
 from gdb_kprobe.errors import KpUsageError
-from gdb_kprobe.kernel import listing, report
+from gdb_kprobe.kernel import kprobes_list
+from gdb_kprobe.ui import jsonout, render
 
 
 class KpList(KpCommand):
@@ -32,37 +33,21 @@ class KpList(KpCommand):
         self.add_json_option(parser)
         return parser
 
-    def run(self, args: argparse.Namespace) -> None:
+    def check_args(self, args: argparse.Namespace) -> None:
         if args.json and args.numbered:
             raise KpUsageError("kp-list: --json always numbers the probes (their \"index\" is "
                                "the N of kp-show #N); drop -n")
-        guards.require_kernel()
-        needs_details = args.verbose or bool(args.module)
-        result = report.probe_rows(verbose=needs_details)
-        rows = [row for row in result.rows
-                if not isinstance(row, report.ProbeRow) or _matches(row, args)]
-        if not args.verbose:
-            for row in rows:
-                if isinstance(row, report.ProbeRow):
-                    row.details = None
-        listing.remember([row.probe.addr for row in rows if isinstance(row, report.ProbeRow)])
+
+    @guards.needs_kernel
+    def run(self, args: argparse.Namespace) -> None:
+        row_filter = kprobes_list.RowFilter(args.symbol, args.module, args.type)
+        rows = kprobes_list.listing(args.verbose, row_filter).rows
+        last_list.remember([row.probe.addr for row in rows
+                            if isinstance(row, kprobes_list.ProbeRow)])
         if args.json:
             gdb.write(jsonout.dumps(jsonout.probe_list(rows)))
         else:
-            gdb.write(render.probe_list(rows, numbered=args.numbered, palette=colour.palette()))
+            gdb.write(render.probe_list(rows, numbered=args.numbered, palette=palette()))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL
-
-
-def _matches(row: report.ProbeRow, args: argparse.Namespace) -> bool:
-    if args.type and row.kind != args.type:
-        return False
-    if args.symbol and (row.location is None or args.symbol not in row.location.symbol):
-        return False
-    if args.module:
-        in_module = row.location is not None and row.location.module == args.module
-        owned = row.details is not None and row.details.owner == f"module {args.module}"
-        if not (in_module or owned):
-            return False
-    return True

@@ -5,11 +5,12 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import colour, guards, jsonout, location, render
-from gdb_kprobe.commands import kp_modules
-from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.commands import guards, last_list
+from gdb_kprobe.commands.base import KpCommand, palette
+from gdb_kprobe.engine import symbol_files
 from gdb_kprobe.errors import KpError, KpUsageError
-from gdb_kprobe.kernel import anatomy, listing
+from gdb_kprobe.kernel import anatomy, places
+from gdb_kprobe.ui import jsonout, render
 
 
 class KpShow(KpCommand):
@@ -26,15 +27,14 @@ class KpShow(KpCommand):
         self.add_json_option(parser)
         return parser
 
+    @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
-        guards.require_kernel()
-        address = _address_of(args.place)
-        found = anatomy.gather(address)
-        kp_modules.autoload(found.modules)
+        found = anatomy.gather(_address_of(args.place))
+        symbol_files.autoload(found.modules)     # so `break` finds its handlers by name
         if args.json:
             gdb.write(jsonout.dumps(jsonout.probe_anatomy(found)))
         else:
-            gdb.write(render.probe_anatomy(found, colour.palette()))
+            gdb.write(render.probe_anatomy(found, palette()))
 
     def complete_argument(self, text, word):
         return gdb.COMPLETE_SYMBOL
@@ -49,11 +49,11 @@ def _address_of(place: str) -> int:
         # int() refuses more than 4300 digits; no kp-list has a billion lines anyway
         index = int(index_text) if len(index_text) <= 9 else 0
         shown = str(index) if index else index_text[:20] + "..." * (len(index_text) > 20)
-        addresses = listing.last_addresses()
+        addresses = last_list.last_addresses()
         if not addresses:
             raise KpUsageError("no kp-list to take line numbers from; run kp-list -n first")
         if not 1 <= index <= len(addresses):
             raise KpError(f"no line {shown} in the last kp-list (it had {len(addresses)} "
                           "lines)")
         return addresses[index - 1]
-    return location.resolve(text).address
+    return places.resolve(text).address

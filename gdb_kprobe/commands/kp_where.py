@@ -5,8 +5,10 @@ import argparse
 
 import gdb
 
-from gdb_kprobe import guards, percpu_state, render
+from gdb_kprobe.analysis import where
+from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
+from gdb_kprobe.ui import render_stop
 
 
 class KpWhere(KpCommand):
@@ -15,6 +17,6 @@ class KpWhere(KpCommand):
                "(pre-handler, single-step, post-handler, kretprobe return handler) and which "
                "frame is the probed function.")
 
+    @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
-        guards.require_kernel()
-        gdb.write(render.where(percpu_state.where()))
+        gdb.write(render_stop.where(where.where()))

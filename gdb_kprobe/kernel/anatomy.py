@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 
-from gdb_kprobe import code, symbols, target, types
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes, percpu, rethook
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
-from gdb_kprobe.kernel.report import Details, ProbeRow, details_for
+from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow, details_for
+from gdb_kprobe.kernel.places import Place
+from gdb_kprobe.target import disasm, layouts, memory, symbols
+
+__all__ = [
+    "KPROBE_STATUS", "FieldValue", "Patch", "Optimized", "SingleStep", "CpuState",
+    "ProbeAnatomy", "Anatomy", "Continuation", "gather", "optimized_probe",
+    "optimized_region_covering", "refuse_inside_optimized", "continuation",
+]
 
 # include/linux/kprobes.h: kprobe_ctlblk.kprobe_status values
 KPROBE_STATUS = {0: "idle", 1: "KPROBE_HIT_ACTIVE", 2: "KPROBE_HIT_SS", 4: "KPROBE_REENTER",
                  8: "KPROBE_HIT_SSDONE"}
 
-JMP32, CALL32, INT3 = 0xE9, 0xE8, 0xCC
-
 
 @dataclasses.dataclass
-class Field:
+class FieldValue:
+    """One member of a `struct kprobe` as read now, with what it points at."""
+
     name: str
     value: int | list[tuple[str, int]]   # a scalar, or a struct's scalar members one level deep
     location: Location | None = None     # for code pointers
@@ -37,8 +45,8 @@ class Patch:
 
     mechanism: str                   # int3 | optprobe jmp | ftrace call | not patched | ...
     explanation: str
-    live: list[code.Insn]
-    original: list[code.Insn] | None
+    live: list[disasm.Insn]
+    original: list[disasm.Insn] | None
     target: int | None = None        # where a jmp/call goes
     target_location: Location | None = None
 
@@ -48,7 +56,7 @@ class Optimized:
     address: int                     # struct optimized_kprobe
     detour: int                      # optinsn.insn
     copied_size: int                 # optinsn.size: original bytes moved to the detour
-    detour_code: list[code.Insn]
+    detour_code: list[disasm.Insn]
 
 
 @dataclasses.dataclass
@@ -56,7 +64,7 @@ class SingleStep:
     slot: int                        # ainsn.insn
     size: int | None
     boostable: int | None
-    insns: list[code.Insn]
+    insns: list[disasm.Insn]
 
 
 @dataclasses.dataclass
@@ -71,7 +79,7 @@ class CpuState:
 class ProbeAnatomy:
     row: ProbeRow
     details: Details
-    fields: list[Field]
+    fields: list[FieldValue]
     instances: rethook.Instances | None
     trace_hits: int | None = None
 
@@ -92,18 +100,10 @@ class Anatomy:
     modules: list                      # the modules loaded now (for symbol loading)
 
 
-def find_entry(table: kprobes.KprobeTable, address: int) -> kprobes.Kprobe | None:
-    for bucket in table.buckets:
-        for probe in bucket.probes:
-            if probe.addr == address:
-                return probe
-    return None
-
-
-def _fields(probe: kprobes.Kprobe, symbolizer: Symbolizer) -> list[Field]:
+def _fields(probe: kprobes.Kprobe, symbolizer: Symbolizer) -> list[FieldValue]:
     """Every top-level field of struct kprobe, by its DWARF name; structs one level deep."""
-    layout = types.layout("struct kprobe")
-    view = layout.view(target.read(probe.address, layout.size), probe.address)
+    layout = layouts.layout("struct kprobe")
+    view = layout.view(memory.read(probe.address, layout.size), probe.address)
     found = []
     for name in layout.field_names():
         field = layout.field(name)
@@ -113,22 +113,22 @@ def _fields(probe: kprobes.Kprobe, symbolizer: Symbolizer) -> list[Field]:
             string = None
             if field.is_char_pointer and value:
                 try:
-                    string = types.printable(target.read_cstring(value, 128))
+                    string = layouts.printable(memory.read_cstring(value, 128))
                 except KpError:
                     string = "<unreadable>"
-            found.append(Field(name, value, location, string))
+            found.append(FieldValue(name, value, location, string))
         else:
             members = [(sub, view.int(f"{name}.{sub}")) for sub in layout.member_names(name)
                        if layout.field(f"{name}.{sub}").is_scalar]
-            found.append(Field(name, members))
+            found.append(FieldValue(name, members))
     return found
 
 
 def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None) -> Patch:
     address = entry.addr
-    original = code.original(address, 1)
+    original = disasm.original(address, 1)
     try:
-        first = code.live(address, 1)
+        first = disasm.live(address, 1)
     except KpError:
         first = []
     live_byte = first[0].raw[0] if first else None
@@ -138,7 +138,7 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
     if entry.disabled:
         return Patch("not patched", "the probe is disabled: the code runs unmodified", first,
                      original)
-    if live_byte == JMP32 and entry.optimized:
+    if live_byte == arch.JMP32 and entry.optimized:
         goal = _rel32_target(first[0])
         explanation = ("the instruction(s) were replaced by a jmp to the detour buffer, which "
                        "saves pt_regs, calls optimized_callback(), runs the copied "
@@ -146,7 +146,7 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         if opt is not None and goal != opt.detour:
             explanation += f" (but optinsn.insn is {opt.detour:#x}: inconsistent!)"
         return Patch("optprobe jmp", explanation, first, original, goal, symbolizer.lookup(goal))
-    if live_byte == CALL32 and entry.ftrace:
+    if live_byte == arch.CALL32 and entry.ftrace:
         goal = _rel32_target(first[0])
         where = symbolizer.lookup(goal)
         explanation = ("the function's fentry call site now calls an ftrace trampoline that "
@@ -154,7 +154,7 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         if where is None:
             where = Location("ftrace trampoline (allocated at run time)", 0, 0, None)
         return Patch("ftrace call", explanation, first, original, goal, where)
-    if live_byte == INT3:
+    if live_byte == arch.INT3:
         return Patch("int3", "the first byte is now int3: the CPU traps into kprobe_int3_handler(), "
                      "which runs the pre_handler, single-steps the copy in ainsn.insn, then "
                      "the post_handler", first, original)
@@ -162,27 +162,27 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
                  original)
 
 
-def _rel32_target(insn: code.Insn) -> int:
+def _rel32_target(insn: disasm.Insn) -> int:
     displacement = int.from_bytes(insn.raw[1:5], "little", signed=True)
-    return (insn.address + 5 + displacement) & ((1 << 64) - 1)
+    return arch.u64(insn.address + arch.REL32_SIZE + displacement)
 
 
 def optimized_probe(entry: kprobes.Kprobe) -> Optimized | None:
-    layout = types.try_layout("struct optimized_kprobe")
+    layout = layouts.try_layout("struct optimized_kprobe")      # CONFIG_OPTPROBES only
     if layout is None or not entry.optimized:
         return None
     address = entry.address - layout.offset("kp")
-    view = layout.view(target.read(address, layout.size), address)
+    view = layout.view(memory.read(address, layout.size), address)
     detour = view.ptr("optinsn.insn")
     size = view.int("optinsn.size")
-    detour_code: list[code.Insn] = []
+    detour_code: list[disasm.Insn] = []
     if detour:
         table = symbols.kernel()
         start = table.address_of("optprobe_template_entry")
         end = table.address_of("optprobe_template_end")
         template = (end - start) if start and end and end > start else 0x60
         # template, then the copied original instructions, then the jmp back
-        detour_code = code.live(detour, count=None, end=detour + template + size + 5)
+        detour_code = disasm.live(detour, count=None, end=detour + template + size + 5)
     return Optimized(address, detour, size, detour_code)
 
 
@@ -201,27 +201,30 @@ def optimized_region_covering(address: int) -> tuple[int, int] | None:
 
 
 def _single_step(entry: kprobes.Kprobe) -> SingleStep | None:
-    layout = types.layout("struct kprobe")
+    layout = layouts.layout("struct kprobe")
+    # x86's struct arch_specific_insn; ainsn.size: 6256e668b7af "x86/kprobes: Use int3
+    # instead of debug trap for single-step" (v5.13); ainsn.boostable a bitfield since
+    # abd82e533d88 "x86/kprobes: Do not decode opcode in resume_execution()" (v5.12)
     if not layout.has_field("ainsn.insn"):
         return None
-    view = layout.view(target.read(entry.address, layout.size), entry.address)
+    view = layout.view(memory.read(entry.address, layout.size), entry.address)
     slot = view.ptr("ainsn.insn")
     if not slot:
         return None
     size = view.int("ainsn.size") if layout.has_field("ainsn.size") else None
     boostable = view.int("ainsn.boostable") if layout.has_field("ainsn.boostable") else None
     count = 2 if boostable else 1            # a boosted copy ends with a jmp back
-    return SingleStep(slot, size, boostable, code.live(slot, count))
+    return SingleStep(slot, size, boostable, disasm.live(slot, count))
 
 
 def _cpu_states(ids: set[int]) -> list[CpuState]:
     currents = percpu.addresses("current_kprobe")
     blocks = percpu.addresses("kprobe_ctlblk")
-    ctlblk = types.layout("struct kprobe_ctlblk")
+    ctlblk = layouts.layout("struct kprobe_ctlblk")
     states = []
     for cpu, (current_at, block_at) in enumerate(zip(currents, blocks)):
-        current = target.read_u64(current_at)
-        status = ctlblk.view(target.read(block_at, ctlblk.size), block_at).int("kprobe_status")
+        current = memory.read_u64(current_at)
+        status = ctlblk.view(memory.read(block_at, ctlblk.size), block_at).int("kprobe_status")
         states.append(CpuState(cpu, current, status, current in ids))
     return states
 
@@ -230,7 +233,7 @@ def gather(address: int) -> Anatomy:
     """Everything kp-show says about the probes registered at `address`."""
     table = kprobes.read_table()
     symbolizer = Symbolizer()
-    entry = find_entry(table, address)
+    entry = kprobes.find_entry(table, address)
     if entry is None:
         raise KpError(f"no kprobe is registered at {address:#x}"
                       f"{' (' + str(symbolizer.lookup(address)) + ')' if symbolizer.lookup(address) else ''}; "
@@ -262,3 +265,54 @@ def gather(address: int) -> Anatomy:
                    aggregate=aggregate, probes=probes, patch=_patch(entry, symbolizer, opt),
                    optimized=opt, single_step=_single_step(entry), saved_opcode=entry.opcode,
                    cpus=cpus, damage=damage, modules=symbolizer.modules)
+
+
+# -- kp-sim and kp-locals: where a place runs while probes are live -----------------------
+
+def refuse_inside_optimized(place: Place, advice: str) -> None:
+    """KpError when `place` lies inside the bytes an optimized kprobe moved into its detour
+    buffer: those bytes are part of its jmp and never run while it is optimized."""
+    covering = optimized_region_covering(place.address)
+    if covering is not None:
+        start, size = covering
+        raise KpError(f"{place} lies inside the {size} bytes that the optimized kprobe at "
+                      f"{start:#x} moved into its detour buffer (the live bytes here are part "
+                      f"of its jmp): execution never passes here while it is optimized; "
+                      + advice.format(start=start))
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+    """Where execution resumes after the kernel ran a live probe (or ftrace call) at a place:
+    a replay takes its post view there instead of single-stepping into the kernel's own
+    probe machinery."""
+
+    address: int
+    why: str
+
+
+def continuation(place: Place, original: disasm.Insn, live: disasm.Insn) -> Continuation | None:
+    """None when the live code is the original (or a nop): single-stepping it is exact."""
+    if live.raw == original.raw or live.asm.startswith("nop"):
+        return None
+    next_address = original.address + len(original.raw)
+    first = live.raw[0]
+    if first == arch.JMP32:
+        entry = kprobes.find_entry(kprobes.read_table(), place.address)
+        optimized = optimized_probe(entry) if entry is not None else None
+        if optimized is not None:
+            return Continuation(place.address + optimized.copied_size, (
+                f"an optimized kprobe (jmp to its detour buffer at {optimized.detour:#x}): the "
+                f"detour runs the {optimized.copied_size} original bytes it copied, so the "
+                "post view comes after all of them"))
+        return Continuation(next_address,
+                            "a jmp (an optprobe or a jump label) replaces the original code")
+    if first == arch.INT3:
+        return Continuation(next_address, "a real kprobe's int3: the kernel runs its handlers "
+                            "and single-steps its copy; the post view is where it resumes")
+    if first == arch.CALL32:
+        return Continuation(next_address, "an ftrace call (an ftrace-based kprobe or tracer): "
+                            "the trampoline runs and returns; the post view is after the call")
+    refuse_inside_optimized(place, "simulate at {start:#x} instead")
+    raise KpError(f"the live code at {place} ({live.asm}) differs from the vmlinux "
+                  f"({original.asm}) in a way kp-sim does not know; not stepping into it")

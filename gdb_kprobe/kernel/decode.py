@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from gdb_kprobe import code
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.location import Place
+from gdb_kprobe.kernel.places import Place
+from gdb_kprobe.target import disasm
+
+__all__ = ["Boundary", "check", "require_boundary", "EILSEQ"]
 
 EILSEQ = 84
 
@@ -19,19 +21,21 @@ EILSEQ = 84
 @dataclasses.dataclass
 class Boundary:
     ok: bool
-    insn: code.Insn | None           # the instruction at (or containing) the place
-    function_insns: list[code.Insn]
+    insn: disasm.Insn | None           # the instruction at (or containing) the place
+    function_insns: list[disasm.Insn]
 
 
 def check(place: Place) -> Boundary:
+    """Decode the function from its start (the vmlinux file's bytes; module code live) and
+    say whether `place` is an instruction boundary, as can_probe() does."""
     if place.symbol is None:
         raise KpError(f"{place.address:#x} is in no known function; cannot decode from a "
                       "function start")
     start = place.address - place.offset
     end = start + max(place.size, place.offset + 1)
-    insns = code.original(start, count=None, end=end) if place.module is None else None
+    insns = disasm.original(start, count=None, end=end) if place.module is None else None
     if insns is None:
-        insns = code.live(start, count=None, end=end)
+        insns = disasm.live(start, count=None, end=end)
     for insn in insns:
         if insn.address == place.address:
             return Boundary(True, insn, insns)
@@ -40,7 +44,7 @@ def check(place: Place) -> Boundary:
     return Boundary(False, None, insns)
 
 
-def require_boundary(place: Place) -> code.Insn:
+def require_boundary(place: Place) -> disasm.Insn:
     found = check(place)
     if found.ok:
         return found.insn

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from gdb_kprobe import symbols
 from gdb_kprobe.kernel import modules as kmodules
+from gdb_kprobe.target import symbols
+
+__all__ = ["Location", "Symbolizer"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,9 +12,16 @@ import dataclasses
 
 import gdb
 
-from gdb_kprobe import symbols, target, types
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import lists
+from gdb_kprobe.kernel import lists, percpu
+from gdb_kprobe.target import layouts, memory, symbols
+
+__all__ = [
+    "Kprobe", "Handlers", "Bucket", "KprobeTable", "KretprobeInfo", "TraceEvent",
+    "read_table", "find_entry", "table_symbol", "hash_ptr", "read_kretprobe", "trace_event",
+    "trace_hits", "FLAG_NAMES",
+]
 
 # include/linux/kprobes.h: these bits are part of the kprobes API and have not
 # changed since they were introduced.
@@ -30,6 +37,8 @@ FLAG_NAMES = {KPROBE_FLAG_GONE: "GONE", KPROBE_FLAG_DISABLED: "DISABLED",
 
 @dataclasses.dataclass
 class Kprobe:
+    """One `struct kprobe`, decoded from its bytes."""
+
     address: int              # of the struct kprobe
     addr: int                 # the probed address
     flags: int
@@ -89,7 +98,7 @@ class Handlers:
                    table.address_of("kretprobe_dispatcher"))
 
 
-def _decode(view: types.View) -> Kprobe:
+def _decode(view: layouts.View) -> Kprobe:
     return Kprobe(address=view.address, addr=view.ptr("addr"), flags=view.int("flags"),
                   pre_handler=view.ptr("pre_handler"), post_handler=view.ptr("post_handler"),
                   nmissed=view.int("nmissed"), symbol_name=view.ptr("symbol_name"),
@@ -136,6 +145,16 @@ class KprobeTable:
         return [row for row in self.reported() if isinstance(row, str)]
 
 
+def find_entry(table: KprobeTable, address: int) -> Kprobe | None:
+    """The hash-table entry (an aggregate, or the lone probe) for the probes at `address`,
+    as get_kprobe() finds it."""
+    for bucket in table.buckets:
+        for probe in bucket.probes:
+            if probe.addr == address:
+                return probe
+    return None
+
+
 def table_symbol() -> tuple[int, int]:
     """Address and bucket count of kprobe_table."""
     address = symbols.kernel_address("kprobe_table")
@@ -149,21 +168,23 @@ def table_symbol() -> tuple[int, int]:
 
 
 def read_table() -> KprobeTable:
+    """A snapshot of `kprobe_table[]`: every bucket's hlist, aggregates with their children,
+    and a note wherever a list is damaged."""
     handlers = Handlers.lookup()
-    kprobe = types.layout("struct kprobe")
+    kprobe = layouts.layout("struct kprobe")
     hlist_offset = kprobe.offset("hlist")
     list_offset = kprobe.offset("list")
     table_address, count = table_symbol()
-    heads = target.read(table_address, 8 * count)        # the whole table in one read
+    heads = memory.read(table_address, 8 * count)        # the whole table in one read
 
     def fetch(node: int) -> tuple[Kprobe, int]:
         address = node - hlist_offset
-        view = kprobe.view(target.read(address, kprobe.size), address)
+        view = kprobe.view(memory.read(address, kprobe.size), address)
         return _decode(view), view.ptr("hlist.next")
 
     def fetch_child(node: int) -> tuple[Kprobe, int]:
         address = node - list_offset
-        view = kprobe.view(target.read(address, kprobe.size), address)
+        view = kprobe.view(memory.read(address, kprobe.size), address)
         return _decode(view), view.ptr("list.next")
 
     buckets = []
@@ -193,12 +214,12 @@ GOLDEN_RATIO_64 = 0x61C8864680B583EB      # include/linux/hash.h
 
 def hash_ptr(address: int, bits: int) -> int:
     """hash_ptr(addr, KPROBE_HASH_BITS): the bucket register_kprobe() puts a probe in."""
-    return ((address * GOLDEN_RATIO_64) & ((1 << 64) - 1)) >> (64 - bits)
+    return arch.u64(address * GOLDEN_RATIO_64) >> (64 - bits)
 
 
-def _list_next(probe: Kprobe, kprobe: types.Layout) -> int:
+def _list_next(probe: Kprobe, kprobe: layouts.Layout) -> int:
     # the aggregate's own bytes are in the read cache: no new read
-    view = kprobe.view(target.read(probe.address, kprobe.size), probe.address)
+    view = kprobe.view(memory.read(probe.address, kprobe.size), probe.address)
     return view.ptr("list.next")
 
 
@@ -216,11 +237,14 @@ class KretprobeInfo:
 
 
 def read_kretprobe(probe: Kprobe) -> KretprobeInfo:
-    layout = types.layout("struct kretprobe")
+    """The `struct kretprobe` a return probe's `struct kprobe` is embedded in (`kp`)."""
+    layout = layouts.layout("struct kretprobe")
     address = probe.address - layout.offset("kp")
-    view = layout.view(target.read(address, layout.size), address)
+    view = layout.view(memory.read(address, layout.size), address)
     return KretprobeInfo(address, view.ptr("handler"), view.ptr("entry_handler"),
                          view.int("maxactive"), view.int("nmissed"), view.int("data_size"),
+                         # kretprobe.rh: 73f9b911faa7 "kprobes: Use rethook for kretprobe if
+                         # possible" (v5.18), with CONFIG_KRETPROBE_ON_RETHOOK only
                          view.ptr("rh") if layout.has_field("rh") else 0)
 
 
@@ -242,14 +266,18 @@ def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
          and kretprobe.handler == handlers.kretprobe_dispatcher)
     if not from_trace:
         return None
-    tk = types.layout("struct trace_kprobe")
+    # tp.event (struct trace_probe_event): 60d53e2c3b75 "tracing/probe: Split trace_event
+    # related data from trace_probe" (v5.3); older kernels are not supported
+    tk = layouts.layout("struct trace_kprobe")
     address = probe.address - tk.offset("rp.kp")
-    view = tk.view(target.read(address, tk.size), address)
+    view = tk.view(memory.read(address, tk.size), address)
     event_ptr = view.ptr("tp.event")
-    event = types.layout("struct trace_probe_event")
-    event_view = event.view(target.read(event_ptr, event.size), event_ptr)
-    group = types.printable(target.read_cstring(event_view.ptr("class.system"), 64))
-    name = types.printable(target.read_cstring(event_view.ptr("call.name"), 64))
+    event = layouts.layout("struct trace_probe_event")
+    event_view = event.view(memory.read(event_ptr, event.size), event_ptr)
+    group = layouts.printable(memory.read_cstring(event_view.ptr("class.system"), 64))
+    name = layouts.printable(memory.read_cstring(event_view.ptr("call.name"), 64))
+    # trace_kprobe.nhit, a per-CPU counter for years; checked rather than assumed, since a
+    # missing counter only costs kp-show its hit count
     return TraceEvent(f"{group}/{name}", address, view.ptr("nhit") if tk.has_field("nhit") else 0)
 
 
@@ -257,5 +285,4 @@ def trace_hits(event: TraceEvent) -> int | None:
     """Sum of the per-CPU hit counters, as /sys/kernel/tracing/kprobe_profile prints."""
     if not event.nhit:
         return None
-    from gdb_kprobe.kernel import percpu
-    return sum(target.read_u64(event.nhit + offset) for offset in percpu.offsets())
+    return sum(memory.read_u64(event.nhit + offset) for offset in percpu.offsets())

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from gdb_kprobe import target
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
+
+__all__ = ["Walk", "walk", "MAX_ELEMENTS"]
 
 T = TypeVar("T")
 MAX_ELEMENTS = 100_000
@@ -42,7 +44,7 @@ def walk(first: int, stop_at: int, fetch: Callable[[int], tuple[T, int]],
         if len(result.items) >= limit:
             result.damage = f"{what}: more than {limit} entries; stopped walking"
             break
-        if not target.is_canonical(node):
+        if not arch.is_canonical(node):
             result.damage = f"{what}: non-canonical next pointer {node:#x}"
             break
         seen.add(node)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from gdb_kprobe import symbols, target, types
 from gdb_kprobe.kernel import lists
+from gdb_kprobe.target import layouts, memory, symbols
+
+__all__ = ["Module", "read_modules", "module_for", "sections"]
 
 SHN_UNDEF = 0
 
 
 @dataclasses.dataclass
 class Module:
+    """One `struct module` on the `modules` list: name, state, memory, kallsyms."""
+
     address: int
     name: str
     state: int
@@ -74,33 +78,36 @@ class Module:
         return None
 
     def _load_kallsyms(self) -> None:
-        layout = types.layout("struct mod_kallsyms")
-        view = layout.view(target.read(self.kallsyms, layout.size), self.kallsyms)
+        layout = layouts.layout("struct mod_kallsyms")
+        view = layout.view(memory.read(self.kallsyms, layout.size), self.kallsyms)
         count = view.int("num_symtab")
         symtab = view.ptr("symtab")
         self._strtab = view.ptr("strtab")
         if count > 100_000:
             count = 0
-        raw = target.read(symtab, 24 * count) if count else b""
+        raw = memory.read(symtab, 24 * count) if count else b""
         self._symtab = [(value, name_off, shndx) for name_off, _info, _other, shndx, value, _size
                         in struct.iter_unpack("<IBBHQQ", raw)]
 
     def _name(self, offset: int) -> str:
-        return types.printable(target.read_cstring(self._strtab + offset, 128))
+        return layouts.printable(memory.read_cstring(self._strtab + offset, 128))
 
 
 def _is_mapping_symbol(name: str) -> bool:
     return name.startswith("$") or (name.startswith(".L") and len(name) > 2)
 
 
-def _ranges(view: types.View) -> list[tuple[int, int]]:
+def _ranges(view: layouts.View) -> list[tuple[int, int]]:
     layout = view.layout
     ranges = []
-    if layout.has_field("mem"):                                # 6.4+
+    # module.mem[MOD_MEM_NUM_TYPES]: ac3b43283923 "module: replace module_layout with
+    # module_memory" (v6.4); before it core_layout and init_layout, and data_layout as a
+    # member only with CONFIG_ARCH_WANTS_MODULES_DATA_IN_VMALLOC (01dc0386efb7, v5.19)
+    if layout.has_field("mem"):
         mem = layout.field("mem")
         element = mem.type.strip_typedefs().target().strip_typedefs()
-        base_off = mem.offset + types.Layout("struct module_memory", element).offset("base")
-        size_off = mem.offset + types.Layout("struct module_memory", element).offset("size")
+        base_off = mem.offset + layouts.Layout("struct module_memory", element).offset("base")
+        size_off = mem.offset + layouts.Layout("struct module_memory", element).offset("size")
         for index in range(mem.size // element.sizeof):
             step = index * element.sizeof
             base = struct.unpack_from("<Q", view.data, base_off + step)[0]
@@ -119,19 +126,20 @@ def _ranges(view: types.View) -> list[tuple[int, int]]:
 
 def read_modules() -> lists.Walk[Module]:
     """All modules on the kernel's `modules` list, in list order."""
-    layout = types.layout("struct module")
+    layout = layouts.layout("struct module")
     head = symbols.kernel_address("modules")
     list_offset = layout.offset("list")
 
     def fetch(node: int) -> tuple[Module, int]:
         address = node - list_offset
-        view = layout.view(target.read(address, layout.size), address)
+        view = layout.view(memory.read(address, layout.size), address)
         module = Module(address=address, name=view.string("name"), state=view.int("state"),
                         ranges=_ranges(view),
+                        # module.kallsyms exists with CONFIG_KALLSYMS only
                         kallsyms=view.ptr("kallsyms") if layout.has_field("kallsyms") else 0)
         return module, view.ptr("list.next")
 
-    return lists.walk(target.read_u64(head), head, fetch, "modules list")
+    return lists.walk(memory.read_u64(head), head, fetch, "modules list")
 
 
 def module_for(address: int, modules: list[Module]) -> Module | None:
@@ -143,22 +151,25 @@ def module_for(address: int, modules: list[Module]) -> Module | None:
 
 def sections(module: Module) -> dict[str, int]:
     """Section name → load address, from mod->sect_attrs (/sys/module/<m>/sections)."""
-    layout = types.layout("struct module")
-    view = layout.view(target.read(module.address, layout.size), module.address)
+    layout = layouts.layout("struct module")
+    view = layout.view(memory.read(module.address, layout.size), module.address)
+    # module.sect_attrs: CONFIG_KALLSYMS and CONFIG_SYSFS; module_sect_attr.battr since
+    # ed66f991bb19 "module: Refactor section attr into bin attribute" (v5.8). v6.14 dropped
+    # nsections (d8959b947a8d) and struct module_sect_attr (34f5ec0f8252): not read yet
     attrs_ptr = view.ptr("sect_attrs") if layout.has_field("sect_attrs") else 0
     if not attrs_ptr:
         return {}
-    attrs = types.layout("struct module_sect_attrs")
-    count = struct.unpack("<I", target.read(attrs_ptr + attrs.offset("nsections"), 4))[0]
+    attrs = layouts.layout("struct module_sect_attrs")
+    count = struct.unpack("<I", memory.read(attrs_ptr + attrs.offset("nsections"), 4))[0]
     if count > 1000:
         return {}
-    attr = types.layout("struct module_sect_attr")
+    attr = layouts.layout("struct module_sect_attr")
     first = attrs_ptr + attrs.offset("attrs")
-    raw = target.read(first, attr.size * count) if count else b""
+    raw = memory.read(first, attr.size * count) if count else b""
     found = {}
     for index in range(count):
         item = attr.view(raw[index * attr.size:(index + 1) * attr.size], first + index * attr.size)
         name_ptr = item.ptr("battr.attr.name")
         if name_ptr:
-            found[types.printable(target.read_cstring(name_ptr, 64))] = item.ptr("address")
+            found[layouts.printable(memory.read_cstring(name_ptr, 64))] = item.ptr("address")
     return found

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import struct
 
-from gdb_kprobe import symbols, target
+from gdb_kprobe.target import memory, symbols
 from gdb_kprobe.errors import KpError
+
+__all__ = ["cpu_count", "offsets", "addresses", "MAX_CPUS"]
 
 MAX_CPUS = 8192
 
 
 def cpu_count() -> int:
     """nr_cpu_ids: the possible CPUs (the lab boots with -smp 2)."""
-    count = struct.unpack("<I", target.read(symbols.kernel_address("nr_cpu_ids"), 4))[0]
+    count = struct.unpack("<I", memory.read(symbols.kernel_address("nr_cpu_ids"), 4))[0]
     if not 0 < count <= MAX_CPUS:
         raise KpError(f"nr_cpu_ids reads {count}: kernel memory looks damaged")
     return count
@@ -20,7 +22,7 @@ def cpu_count() -> int:
 def offsets() -> list[int]:
     """__per_cpu_offset[0 .. nr_cpu_ids), in one read."""
     count = cpu_count()
-    raw = target.read(symbols.kernel_address("__per_cpu_offset"), 8 * count)
+    raw = memory.read(symbols.kernel_address("__per_cpu_offset"), 8 * count)
     return list(struct.unpack(f"<{count}Q", raw))
 
 

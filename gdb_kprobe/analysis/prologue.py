@@ -1,0 +1,127 @@
+"""What the prologue has done by a given PC: pushes, stack allocation, frame pointer.
+
+Pure logic over disassembled instructions (AT&T syntax, as gdb prints them), so the
+CFA at a PC can be expressed from %rsp or %rbp without stopping there:
+CFA = %rsp + 8 (return address) + 8 per push + the `sub $N,%rsp` allocation, or
+CFA = %rbp + 16 once `push %rbp; mov %rsp,%rbp` has run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Sequence
+
+from gdb_kprobe.errors import KpError
+
+if TYPE_CHECKING:          # pure logic: the instructions only need .address, .raw, .asm
+    from gdb_kprobe.target.disasm import Insn
+
+__all__ = ["Prologue", "Slot", "analyse"]
+
+_SLOT = re.compile(r"(-?0x[0-9a-f]+|-?\d+)?\(%(rbp|rsp)\)")
+
+
+@dataclasses.dataclass
+class Prologue:
+    pushes: list[str]                 # registers pushed before the PC, in order
+    allocated: int                    # bytes from `sub $N,%rsp` before the PC
+    frame_pointer: bool               # push %rbp; mov %rsp,%rbp both done before the PC
+    cfa_from_rsp: int                 # CFA = %rsp + this, at the PC
+    end: int | None                   # address right after the last prologue instruction
+
+    @property
+    def frame_size(self) -> int:
+        return 8 * len(self.pushes) + self.allocated
+
+    def cfa_relative(self, register: str, offset: int, rsp_delta: int = 0) -> int | None:
+        """CFA-relative offset of `offset(%register)` (rsp_delta: %rsp at that insn vs PC)."""
+        if register == "rbp":
+            return offset - 16 if self.frame_pointer else None
+        return offset - self.cfa_from_rsp + rsp_delta
+
+
+@dataclasses.dataclass
+class Slot:
+    register: str                     # rbp or rsp
+    offset: int                       # as written in the instruction
+    cfa_offset: int | None            # the same slot relative to the CFA
+    insn_address: int
+    asm: str
+
+
+def _imm(text: str) -> int:
+    try:
+        return int(text, 16) if "0x" in text else int(text)
+    except ValueError:
+        # not gdb's AT&T output (another disassembly-flavor?): say so, not a traceback
+        raise KpError(f"cannot read the number `{text}` in the disassembly") from None
+
+
+def analyse(insns: Sequence["Insn"], pc: int) -> tuple[Prologue, list[Slot]]:
+    """Walk instructions from the function start up to (not including) `pc`."""
+    pushes: list[str] = []
+    allocated = 0
+    saw_push_rbp = False
+    frame_pointer = False
+    depth = 8                         # bytes from %rsp to the CFA: the return address
+    end = None
+    in_prologue = True
+    depth_at: dict[int, int] = {}
+    slots: list[Slot] = []
+    for insn in insns:
+        if insn.address >= pc and not in_prologue:
+            break
+        asm = " ".join(insn.asm.split())
+        mnemonic, _, operands = asm.partition(" ")
+        is_prologue = False
+        if mnemonic in ("push", "pushq") and operands.startswith("%"):
+            is_prologue = in_prologue
+            depth += 8
+            if insn.address < pc:
+                pushes.append(operands[1:])
+            if operands == "%rbp":
+                saw_push_rbp = True
+        elif mnemonic in ("mov", "movq") and operands == "%rsp,%rbp" and saw_push_rbp:
+            is_prologue = in_prologue
+            if insn.address < pc:
+                frame_pointer = True
+        elif mnemonic in ("sub", "subq") and operands.endswith(",%rsp") and operands.startswith("$"):
+            is_prologue = in_prologue
+            size = _imm(operands[1:].split(",")[0])
+            depth += size
+            if insn.address < pc:
+                allocated += size
+        elif mnemonic.startswith(("endbr", "nop")) or "__fentry__" in asm:
+            pass
+        elif mnemonic.startswith(("j", "call", "ret")):
+            in_prologue = False      # the compiler interleaves moves; a branch ends it
+        elif mnemonic in ("pop", "popq"):
+            depth -= 8
+        elif mnemonic in ("add", "addq") and operands.endswith(",%rsp") and operands.startswith("$"):
+            depth -= _imm(operands[1:].split(",")[0])
+        if is_prologue:
+            end = insn.address + len(insn.raw)
+        depth_at[insn.address] = depth
+        if insn.address < pc:
+            for match in _SLOT.finditer(asm):
+                offset = _imm(match.group(1)) if match.group(1) else 0
+                slots.append(Slot(match.group(2), offset, None, insn.address, asm))
+    cfa_from_rsp = 8 + 8 * len(pushes) + allocated
+    prologue = Prologue(pushes, allocated, frame_pointer, cfa_from_rsp, end)
+    for slot in slots:
+        if slot.register == "rbp":
+            slot.cfa_offset = slot.offset - 16 if frame_pointer else None
+        else:
+            # %rsp at that instruction: depth before it executed
+            before = _depth_before(insns, slot.insn_address, depth_at)
+            slot.cfa_offset = slot.offset - before
+    return prologue, slots
+
+
+def _depth_before(insns, address: int, depth_at: dict[int, int]) -> int:
+    previous = 8
+    for insn in insns:
+        if insn.address == address:
+            return previous
+        previous = depth_at.get(insn.address, previous)
+    return previous

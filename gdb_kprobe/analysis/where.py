@@ -1,0 +1,86 @@
+"""kp-where's model: where the selected CPU is in kprobe handling, from the per-CPU
+current_kprobe and kprobe_ctlblk and from the backtrace (which the unwinder makes reach the
+probed function, labelling the frames it explained)."""
+from __future__ import annotations
+
+import dataclasses
+
+import gdb
+
+from gdb_kprobe.kernel import anatomy, kprobes, percpu
+from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
+from gdb_kprobe.target import context, frame_labels, layouts, memory
+
+__all__ = ["Where", "where", "STAGES"]
+
+STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
+          "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",
+          "rethook_trampoline_handler": "kretprobe return handler",
+          "arch_rethook_trampoline_callback": "kretprobe return handler"}
+
+
+@dataclasses.dataclass
+class Where:
+    """A CPU's place in kprobe handling."""
+
+    cpu: int
+    current: int
+    probe_location: Location | None
+    status: str
+    stage: str
+    frames: list[tuple[int, str]]          # (level, what) for the interesting frames
+
+
+def where() -> Where:
+    """Where the selected CPU is: the probe it handles, the stage, the frames that tell."""
+    cpu = context.current_cpu()
+    current = memory.read_u64(percpu.addresses("current_kprobe")[cpu])
+    ctlblk = layouts.layout("struct kprobe_ctlblk")
+    block = percpu.addresses("kprobe_ctlblk")[cpu]
+    status_value = ctlblk.view(memory.read(block, ctlblk.size), block).int("kprobe_status")
+    status = anatomy.KPROBE_STATUS.get(status_value, f"{status_value:#x}?")
+    symbolizer = Symbolizer()
+    location = None
+    handlers: set[int] = set()
+    if current:
+        layout = layouts.layout("struct kprobe")
+        view = layout.view(memory.read(current, layout.size), current)
+        location = symbolizer.lookup(view.ptr("addr"))
+        table = kprobes.read_table()
+        entry = kprobes.find_entry(table, view.ptr("addr"))
+        members = (entry.children if entry and table.is_aggregate(entry) else [entry]) if entry else []
+        for probe in members:
+            handlers.update({probe.pre_handler, probe.post_handler})
+    frames = []
+    stage = "not in kprobe handling" if not current else f"handling ({status})"
+    frame = gdb.newest_frame()
+    level = 0
+    while frame is not None and level < 64:
+        function = frame.function()
+        name = function.name if function else None
+        if name is None:               # asm code (asm_exc_int3, trampolines): ELF symbols
+            found = symbolizer.lookup(int(frame.pc()))
+            name = found.symbol if found else None
+        start = int(function.value().address) if function else None
+        label = frame_labels.get(frame_labels.key_of(frame))
+        if label:
+            frames.append((level, f"{name or '??'} {label}"))
+        elif name in STAGES:
+            frames.append((level, f"{name}: {STAGES[name]}"))
+        elif start in handlers and start:
+            frames.append((level, f"{name}: a handler of this probe"))
+        if name in STAGES and STAGES[name].startswith("kretprobe"):
+            stage = "kretprobe return handler (rethook)"
+        frame = frame.older()
+        level += 1
+    if current:
+        names = [what for _, what in frames]
+        if status == "KPROBE_HIT_SS":
+            stage = "single-stepping the copied instruction"
+        elif any("post-handler" in w for w in names) or status == "KPROBE_HIT_SSDONE":
+            stage = "post-handler"
+        elif status == "KPROBE_HIT_ACTIVE":
+            stage = "pre-handler"
+        elif status == "KPROBE_REENTER":
+            stage = "re-entered (a probe hit inside a handler)"
+    return Where(cpu, current, location, status, stage, frames)

@@ -1,0 +1,54 @@
+"""x86-64: register names, the 64-bit mask, canonical addresses, instruction bytes.
+
+No gdb here: plain constants and arithmetic, shared by memory access, the kernel model,
+kp-sim, the unwinder and kp-locals (which once each kept a register map of their own).
+"""
+from __future__ import annotations
+
+__all__ = [
+    "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
+    "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
+    "ENDBR64", "NOP5", "JMP32", "CALL32", "INT3", "REL32_SIZE", "KASLR_ALIGN", "KASLR_RANGE",
+    "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
+]
+
+NAME = "i386:x86-64"                       # gdb's architecture name
+ADDRESS_MASK = (1 << 64) - 1
+
+
+def u64(value: int) -> int:
+    """`value` as an unsigned 64-bit number (gdb hands registers and addresses signed)."""
+    return value & ADDRESS_MASK
+
+
+def is_canonical(address: int) -> bool:
+    """Canonical with 5-level paging (bits 63..56 equal); 4-level is a subset.
+
+    A pointer that is only 57-bit canonical on a 4-level kernel still fails to read.
+    """
+    top = address >> 56
+    return top == 0 or top == 0xFF
+
+
+# struct pt_regs member names (what handlers and kprobe_events use) → gdb's register names
+PT_REGS = {"ip": "rip", "ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi",
+           "di": "rdi", "bp": "rbp", "sp": "rsp", **{f"r{n}": f"r{n}" for n in range(8, 16)},
+           "flags": "eflags"}
+# what an unwinder restores from a pt_regs: eflags is left out (gdb's flags type takes no
+# cast from an integer, and unwinding never needs it)
+UNWIND_REGS = {name: register for name, register in PT_REGS.items() if name != "flags"}
+# gdb's general-purpose register names → pt_regs names (kprobe_events fetch args: %di)
+GDB_TO_PT_REGS = {register: name for name, register in UNWIND_REGS.items() if name != "ip"}
+ARG_REGS = ["di", "si", "dx", "cx", "r8", "r9"]          # the C calling convention's
+CALLEE_SAVED = ["rbx", "rbp", "r12", "r13", "r14", "r15"]
+DEFAULT_SIM_REGS = ["ip", "ax", "di", "si", "dx", "cx", "sp", "flags"]   # as the lab module prints
+STACK_POINTER, PROGRAM_COUNTER, RETURN_VALUE = "rsp", "rip", "rax"
+KERNEL_CS = 0x10                          # __KERNEL_CS: a pt_regs saved from kernel mode
+
+ENDBR64 = b"\xf3\x0f\x1e\xfa"             # IBT: an entry probe goes after it
+NOP5 = bytes.fromhex("0f1f440000")        # ftrace's nop at a module's fentry site
+JMP32, CALL32, INT3 = 0xE9, 0xE8, 0xCC    # first bytes of an optprobe jmp, ftrace call, kprobe
+REL32_SIZE = 5                            # jmp/call rel32
+
+KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
+KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB

@@ -1,0 +1,36 @@
+"""`kp`: the overview of the kp-* commands (`kp` alone, or `help kp`)."""
+from __future__ import annotations
+
+import gdb
+
+__all__ = ["KpPrefix"]
+
+
+class KpPrefix(gdb.Command):
+    """gdb-kprobe: Linux kprobes from the debugger.
+
+Commands:
+  kp-list     the registered kprobes, as /sys/kernel/debug/kprobes/list shows them
+  kp-show     how the probes at one place are built, from live kernel memory
+  kp-modules  loaded modules; load their .ko symbols into gdb
+  kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
+  kp-check    would register_kprobe() accept a place? if not, which errno and why
+  kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
+  kp-kaslr    does the vmlinux match the running kernel? its KASLR slide; relocate
+  kp-locals   parameters and locals at a probe point: where they live, values, a kprobe_events line
+  kp-where    is this CPU inside kprobe handling? which probe, stage, probed frame
+
+kp-list, kp-show and kp-locals take --json (schemas: docs/json.md).
+
+Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
+
+Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines
+(set kp-unwind off to compare), and `finish` follows the task when it moves to another CPU.
+
+Each command has `help <command>` and `<command> --help`."""
+
+    def __init__(self) -> None:
+        super().__init__("kp", gdb.COMMAND_DATA, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        gdb.write(self.__doc__ + "\n")

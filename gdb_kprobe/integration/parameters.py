@@ -1,0 +1,79 @@
+"""gdb settings of the plugin: `set kp-debug on|off`, `set kp-color`, `set kp-unwind`.
+
+Each parameter writes its value into gdb_kprobe.options, which the layers below read
+without knowing about gdb parameters."""
+from __future__ import annotations
+
+import gdb
+
+from gdb_kprobe import options
+from gdb_kprobe.engine import unwind
+from gdb_kprobe.integration import pwndbg
+
+__all__ = ["register"]
+
+
+class _DebugParameter(gdb.Parameter):
+    """Show Python tracebacks of internal errors in kp-* commands."""
+
+    set_doc = "Set whether kp-* commands show Python tracebacks of internal errors."
+    show_doc = "Show whether kp-* commands show Python tracebacks of internal errors."
+
+    def __init__(self) -> None:
+        super().__init__("kp-debug", gdb.COMMAND_MAINTENANCE, gdb.PARAM_BOOLEAN)
+        self.value = options.current.debug
+
+    def get_set_string(self) -> str:
+        options.current.debug = bool(self.value)
+        if self.value:             # say what the pwndbg integration did (or why it did not)
+            return "\n".join(f"gdb-kprobe: pwndbg: {note}" for note in pwndbg.notes)
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-debug is {value}."
+
+
+class _ColourParameter(gdb.Parameter):
+    """Colour in kp-* output: on, off, or auto (on when gdb's styling is on; under pwndbg,
+    unless pwndbg's disable-colors is on)."""
+
+    set_doc = "Set colouring of kp-* output (on, off, auto)."
+    show_doc = "Show colouring of kp-* output."
+
+    def __init__(self) -> None:
+        super().__init__("kp-color", gdb.COMMAND_SUPPORT, gdb.PARAM_ENUM, ["auto", "on", "off"])
+        self.value = options.current.colour
+
+    def get_set_string(self) -> str:
+        options.current.colour = str(self.value)
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-color is {value}."
+
+
+class _UnwindParameter(gdb.Parameter):
+    """Whether gdb-kprobe's unwinders see through kprobe entry paths and rethook returns."""
+
+    set_doc = "Set whether backtraces see through kprobe trampolines (on by default)."
+    show_doc = "Show whether backtraces see through kprobe trampolines."
+
+    def __init__(self) -> None:
+        super().__init__("kp-unwind", gdb.COMMAND_STACK, gdb.PARAM_BOOLEAN)
+        self.value = options.current.unwind
+
+    def get_set_string(self) -> str:
+        options.current.unwind = bool(self.value)
+        unwind.set_enabled(bool(self.value))
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-unwind is {value}."
+
+
+_registered: list[gdb.Parameter] = []
+
+
+def register() -> None:
+    if not _registered:
+        _registered.extend((_DebugParameter(), _ColourParameter(), _UnwindParameter()))

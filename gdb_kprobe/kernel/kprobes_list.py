@@ -1,0 +1,173 @@
+"""The rows of /sys/kernel/debug/kprobes/list, gathered from the model.
+
+`probe_rows()` follows show_kprobe_addr()/report_probe() in kernel/kprobes.c:
+one row per probe in bucket and hlist order, aggregates expanded into their
+children, the location looked up like kallsyms_lookup(). Rendering is elsewhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import kprobes
+from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
+
+__all__ = ["Details", "ProbeRow", "Damage", "Report", "RowFilter", "probe_rows", "listing",
+           "details_for"]
+
+
+@dataclasses.dataclass
+class Details:
+    """The -v extras: handlers by name, owner, and kretprobe fields."""
+
+    owner: str
+    event: kprobes.TraceEvent | None
+    pre_handler: Location | None
+    post_handler: Location | None
+    kretprobe: kprobes.KretprobeInfo | None
+    ret_handler: Location | None
+    entry_handler: Location | None
+
+
+@dataclasses.dataclass
+class ProbeRow:
+    probe: kprobes.Kprobe
+    aggregate: kprobes.Kprobe | None
+    kind: str                        # "k" or "r", as kprobes/list prints
+    location: Location | None
+    details: Details | None = None
+
+    @property
+    def flags_probe(self) -> kprobes.Kprobe:
+        """OPTIMIZED and FTRACE come from the aggregate, GONE/DISABLED from the probe."""
+        return self.aggregate or self.probe
+
+    def listed_flags(self) -> list[str]:
+        """The flag words report_probe() prints, in its order: [GONE] hides [DISABLED];
+        OPTIMIZED and FTRACE are the aggregate's. kp-list text and JSON both use this."""
+        probe, flags = self.probe, self.flags_probe
+        words = []
+        if probe.gone:
+            words.append("GONE")
+        elif probe.disabled:
+            words.append("DISABLED")
+        if flags.optimized:
+            words.append("OPTIMIZED")
+        if flags.ftrace:
+            words.append("FTRACE")
+        return words
+
+
+@dataclasses.dataclass
+class Damage:
+    """Where a walk had to stop or found something inconsistent, in listing order."""
+
+    note: str
+
+
+@dataclasses.dataclass
+class Report:
+    rows: list[ProbeRow | Damage]
+
+    @property
+    def probes(self) -> list[ProbeRow]:
+        return [row for row in self.rows if isinstance(row, ProbeRow)]
+
+
+def probe_rows(verbose: bool = False) -> Report:
+    """Every registered probe in debugfs order; with `verbose`, each row's Details too."""
+    table = kprobes.read_table()
+    symbolizer = Symbolizer()
+    rows: list[ProbeRow | Damage] = []
+    for entry in table.reported():
+        if isinstance(entry, str):
+            rows.append(Damage(entry))
+            continue
+        probe, aggregate = entry
+        kind = "r" if table.is_return_probe(probe) else "k"
+        row = ProbeRow(probe, aggregate, kind, _safe_lookup(symbolizer, probe.addr))
+        if verbose:
+            try:
+                row.details = details_for(row, table, symbolizer)
+            except KpError as exc:
+                rows.append(row)
+                rows.append(Damage(f"probe at {probe.addr:#x}: details unreadable: {exc}"))
+                continue
+        rows.append(row)
+    if symbolizer.damage:
+        rows.append(Damage(symbolizer.damage))
+    return Report(rows)
+
+
+def _safe_lookup(symbolizer: Symbolizer, address: int) -> Location | None:
+    try:
+        return symbolizer.lookup(address)
+    except KpError:
+        return None     # e.g. a damaged module list: print the bare address, as %pS does
+
+
+def _handler(address: int, symbolizer: Symbolizer) -> Location | None:
+    return symbolizer.lookup(address) if address else None
+
+
+def details_for(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) -> Details:
+    """Handlers by name, the owner (a trace event's `struct trace_kprobe`, a module whose
+    code a handler or the probe itself is in, or the kernel) and the kretprobe."""
+    probe = row.probe
+    kretprobe = kprobes.read_kretprobe(probe) if row.kind == "r" else None
+    event = kprobes.trace_event(probe, kretprobe, table.handlers)
+    if event:
+        owner = f"trace event {event.name}"
+    else:
+        module = None
+        for address in (probe.pre_handler, probe.post_handler,
+                        kretprobe.handler if kretprobe else 0,
+                        kretprobe.entry_handler if kretprobe else 0, probe.address):
+            if address:
+                module = symbolizer.module_for(address)
+                if module:
+                    break
+        owner = f"module {module.name}" if module else "kernel"
+    return Details(
+        owner=owner,
+        event=event,
+        pre_handler=_handler(probe.pre_handler, symbolizer),
+        post_handler=_handler(probe.post_handler, symbolizer),
+        kretprobe=kretprobe,
+        ret_handler=_handler(kretprobe.handler, symbolizer) if kretprobe else None,
+        entry_handler=_handler(kretprobe.entry_handler, symbolizer) if kretprobe else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFilter:
+    """kp-list's filters: a symbol substring, a module (location or owner), a kind."""
+
+    symbol: str | None = None
+    module: str | None = None
+    kind: str | None = None              # "k" or "r"
+
+    def matches(self, row: ProbeRow) -> bool:
+        if self.kind and row.kind != self.kind:
+            return False
+        if self.symbol and (row.location is None or self.symbol not in row.location.symbol):
+            return False
+        if self.module:
+            in_module = row.location is not None and row.location.module == self.module
+            owned = row.details is not None and row.details.owner == f"module {self.module}"
+            if not (in_module or owned):
+                return False
+        return True
+
+
+def listing(verbose: bool, row_filter: RowFilter) -> Report:
+    """kp-list: the rows that pass the filter, damage notes kept in place; Details only with
+    `verbose` (they are read anyway when filtering by module owner)."""
+    result = probe_rows(verbose=verbose or bool(row_filter.module))
+    rows = [row for row in result.rows
+            if not isinstance(row, ProbeRow) or row_filter.matches(row)]
+    if not verbose:
+        for row in rows:
+            if isinstance(row, ProbeRow):
+                row.details = None
+    return Report(rows)

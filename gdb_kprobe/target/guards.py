@@ -1,0 +1,44 @@
+"""Guards a command runs before touching the kernel: a symbol file, an attached target,
+every CPU stopped (pwndbg's OnlyWhenRunning and friends)."""
+from __future__ import annotations
+
+import gdb
+
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.target import context, dump
+
+__all__ = ["require_symbols", "require_stopped_target"]
+
+
+def require_symbols() -> None:
+    if gdb.current_progspace().filename is None:
+        raise KpError("no kernel symbol file loaded; load the DWARF vmlinux first: "
+                      "file /path/to/vmlinux")
+
+
+def require_stopped_target() -> None:
+    """Attached (live or core) and not running: in all-stop mode the selected thread tells;
+    in non-stop mode every CPU must be stopped (kernel lists change under a running one)."""
+    non_stop = context.non_stop()
+    running = KpError("a CPU of the target is running (non-stop mode); stop them all first: "
+                      "interrupt -a" if non_stop else
+                      "the target is running; interrupt it first (Ctrl-C or `interrupt`)")
+    inferior = gdb.selected_inferior()
+    thread = gdb.selected_thread()      # local state: asks the remote nothing
+    if inferior.pid == 0 or thread is None:
+        if non_stop:
+            raise KpError("not attached to a kernel, and non-stop mode is on: QEMU's gdbstub and "
+                          "kgdb support only all-stop; set non-stop off, then target remote ...")
+        raise KpError("not attached to a kernel; connect to it first: "
+                      "target remote 127.0.0.1:PORT (QEMU's gdbstub)")
+    if thread.is_running():
+        raise running
+    try:
+        threads = inferior.threads()    # refreshes from the remote: refused while running
+    except gdb.error as exc:
+        if "running" in str(exc):
+            raise running from None
+        raise KpError(f"cannot talk to the target: {exc}") from None
+    if any(t.is_running() for t in threads):
+        raise running
+    dump.check()        # a dump without virtual addresses: readable, or one line saying why

@@ -1,0 +1,231 @@
+"""JSON output of kp-list, kp-show and kp-locals: the same model objects the text
+renderer gets, shaped into plain dicts. No gdb calls here, and never colour.
+
+Conventions (docs/json.md; JSON Schemas in docs/schema/):
+- every document starts with "schema" (the command) and "version" (an integer bumped
+  when a field is removed or changes meaning; new fields may appear without a bump);
+- addresses, pointers and raw struct field values are strings, "0x" + lower-case hex
+  (64-bit kernel addresses do not fit the 2**53 integers JavaScript and older jq keep
+  exactly); counts, sizes, offsets and flag words are numbers, booleans or strings;
+- a code location is {"address", "symbol", "offset", "module"}; symbol/offset/module
+  are null when no symbol covers the address; a NULL pointer is null;
+- keys come in a fixed order (the order they are built in) and the document is one line.
+"""
+from __future__ import annotations
+
+import json
+
+from gdb_kprobe.kernel.anatomy import KPROBE_STATUS
+from gdb_kprobe.kernel.kallsyms import Location
+from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow
+
+__all__ = ["VERSION", "dumps", "probe_entry", "probe_list", "probe_anatomy", "locals_report"]
+
+VERSION = 1
+
+
+def dumps(document: dict) -> str:
+    """One line of JSON and a newline: ready for `pipe kp-list --json | jq`."""
+    return json.dumps(document, ensure_ascii=True) + "\n"
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"{value:#x}"
+
+
+def _head(command: str) -> dict:
+    return {"schema": command, "version": VERSION}
+
+
+def _located(address: int, location: Location | None) -> dict:
+    return {"address": _hex(address),
+            "symbol": location.symbol if location else None,
+            "offset": location.offset if location else None,
+            "module": location.module if location else None}
+
+
+def _pointer(address: int, location: Location | None) -> dict | None:
+    """A code pointer: null when NULL, else where it points."""
+    return _located(address, location) if address else None
+
+
+def _owner(details: Details) -> dict:
+    # report.details_for() writes "trace event G/E", "module NAME" or "kernel"
+    if details.event is not None:
+        return {"kind": "trace_event", "name": details.event.name}
+    if details.owner.startswith("module "):
+        return {"kind": "module", "name": details.owner[len("module "):]}
+    return {"kind": "kernel", "name": None}
+
+
+def _details(row: ProbeRow, details: Details | None) -> dict | None:
+    if details is None:
+        return None
+    probe = row.probe
+    kret = details.kretprobe
+    return {
+        "owner": _owner(details),
+        "trace_event": None if details.event is None else {
+            "name": details.event.name, "trace_kprobe": _hex(details.event.address)},
+        "kprobe_flags": probe.flags,
+        "kprobe_flag_names": probe.flag_names(),
+        "nmissed": probe.nmissed,
+        "pre_handler": _pointer(probe.pre_handler, details.pre_handler),
+        "post_handler": _pointer(probe.post_handler, details.post_handler),
+        "kretprobe": None if kret is None else {
+            "address": _hex(kret.address),
+            "handler": _pointer(kret.handler, details.ret_handler),
+            "entry_handler": _pointer(kret.entry_handler, details.entry_handler),
+            "maxactive": kret.maxactive,
+            "nmissed": kret.nmissed,
+            "data_size": kret.data_size,
+            "rethook": _hex(kret.rethook) if kret.rethook else None,
+        },
+    }
+
+
+# -- kp-list --------------------------------------------------------------------------------
+
+def probe_entry(row: ProbeRow, index: int) -> dict:
+    """One kprobes/list line as an object; `index` is kp-list -n's N (kp-show #N)."""
+    entry = {"index": index, "type": row.kind}
+    entry.update(_located(row.probe.addr, row.location))
+    entry["flags"] = row.listed_flags()
+    entry["kprobe"] = _hex(row.probe.address)
+    entry["aggregate"] = _hex(row.aggregate.address) if row.aggregate else None
+    entry["details"] = _details(row, row.details)
+    return entry
+
+
+def probe_list(rows) -> dict:
+    """kp-list: probes in debugfs order; damage notes say after how many probes they came."""
+    probes, damage = [], []
+    for row in rows:
+        if isinstance(row, ProbeRow):
+            probes.append(probe_entry(row, len(probes) + 1))
+        else:
+            damage.append({"after": len(probes), "note": row.note})
+    document = _head("kp-list")
+    document["probes"] = probes
+    document["damage"] = damage
+    return document
+
+
+# -- kp-show --------------------------------------------------------------------------------
+
+def _insns(insns) -> list[dict]:
+    return [{"address": _hex(insn.address), "bytes": insn.raw.hex(), "asm": insn.asm}
+            for insn in insns]
+
+
+def _field(field) -> dict:
+    if isinstance(field.value, list):
+        return {"name": field.name, "value": None,
+                "members": [{"name": name, "value": _hex(value)} for name, value in field.value],
+                "location": None, "string": None}
+    location = None if field.location is None else {
+        "symbol": field.location.symbol, "offset": field.location.offset,
+        "module": field.location.module}
+    return {"name": field.name, "value": _hex(field.value), "members": None,
+            "location": location, "string": field.string}
+
+
+def _probe_anatomy(index: int, probe) -> dict:
+    row, details = probe.row, probe.details
+    entry = {"index": index, "type": row.kind}
+    entry.update(_located(row.probe.addr, row.location))
+    entry["flags"] = row.listed_flags()
+    entry["kprobe"] = _hex(row.probe.address)
+    entry["details"] = _details(row, details)     # kp-show keeps them beside the row
+    # a trace event's counts as kprobe_profile shows them (render.probe_anatomy says the same)
+    kret = details.kretprobe
+    entry["trace_hits"] = probe.trace_hits if details.event is not None else None
+    entry["trace_misses"] = row.probe.nmissed + (kret.nmissed if kret else 0) \
+        if details.event is not None else None
+    instances = probe.instances
+    entry["instances"] = None if instances is None else {
+        "total": instances.total, "free": instances.free, "in_use": instances.in_use,
+        "pool": instances.pool}
+    entry["fields"] = [_field(field) for field in probe.fields]
+    return entry
+
+
+def probe_anatomy(anatomy) -> dict:
+    """kp-show: what render.probe_anatomy() prints, as data."""
+    document = _head("kp-show")
+    document.update(_located(anatomy.address, anatomy.location))
+    document["aggregate"] = None if not anatomy.aggregate else {
+        "kprobe": _hex(anatomy.entry.address), "kprobe_flags": anatomy.entry.flags,
+        "kprobe_flag_names": anatomy.entry.flag_names()}
+    patch = anatomy.patch
+    document["mechanism"] = patch.mechanism
+    document["explanation"] = patch.explanation
+    document["original"] = None if patch.original is None else _insns(patch.original)
+    document["live"] = _insns(patch.live)
+    document["jump_target"] = None if patch.target is None else \
+        _located(patch.target, patch.target_location)
+    document["saved_opcode"] = anatomy.saved_opcode
+    step = anatomy.single_step
+    document["single_step"] = None if step is None else {
+        "slot": _hex(step.slot), "size": step.size, "boostable": step.boostable,
+        "insns": _insns(step.insns)}
+    opt = anatomy.optimized
+    document["optimized"] = None if opt is None else {
+        "optimized_kprobe": _hex(opt.address), "detour": _hex(opt.detour),
+        "copied_size": opt.copied_size, "insns": _insns(opt.detour_code)}
+    document["probes"] = [_probe_anatomy(index, probe)
+                          for index, probe in enumerate(anatomy.probes, start=1)]
+    document["cpus"] = [{"cpu": cpu.cpu, "current_kprobe": _hex(cpu.current) if cpu.current
+                         else None,
+                         "kprobe_status": cpu.status,
+                         "kprobe_status_name": KPROBE_STATUS.get(cpu.status),
+                         "this_probe": cpu.is_this_probe} for cpu in anatomy.cpus]
+    document["damage"] = list(anatomy.damage)
+    return document
+
+
+# -- kp-locals ------------------------------------------------------------------------------
+
+def _variable(variable, report) -> dict:
+    return {
+        "name": variable.name,
+        "kind": "param" if variable.is_argument else "local",
+        "type": variable.type_name,
+        "size": variable.size,
+        "where": variable.where,
+        "register": variable.register,
+        "offset": variable.offset if variable.where in ("cfa", "regoffset") else None,
+        "address": _hex(variable.address),
+        "placement": report.placement[variable.name],
+        "value": None if report.values is None else report.values.get(variable.name),
+    }
+
+
+def locals_report(report) -> dict:
+    """kp-locals: what render_stop.locals_report() prints, as data."""
+    place, facts = report.place, report.facts
+    document = _head("kp-locals")
+    document.update(_located(place.address, None if place.symbol is None else
+                             Location(place.symbol, place.offset, place.size, place.module)))
+    document["source"] = report.function_line if report.function_line != "no line info" \
+        else None
+    start = place.address - place.offset
+    document["prologue"] = {
+        "pushes": list(facts.pushes),
+        "allocated": facts.allocated,
+        "frame_size": facts.frame_size,
+        "frame_pointer": facts.frame_pointer,
+        "cfa_register": "rbp" if facts.frame_pointer else "rsp",
+        "cfa_offset": 16 if facts.frame_pointer else facts.cfa_from_rsp,
+        "end_offset": facts.end - start if facts.end else None,
+    }
+    document["frame"] = report.frame_level
+    document["cfa"] = _hex(report.cfa)
+    document["variables"] = [_variable(variable, report) for variable in report.variables]
+    document["slots"] = [{"register": slot.register, "offset": slot.offset,
+                          "cfa_offset": slot.cfa_offset, "insn_address": _hex(slot.insn_address),
+                          "asm": slot.asm, "value": value, "owner": owner}
+                         for slot, owner, value in report.slots]
+    document["kprobe_events"] = report.fetch_line
+    document["not_expressible"] = list(report.not_expressible)
+    return document
