@@ -1,4 +1,4 @@
-"""The baseline: `naive-kp-list`, kprobes/list written the way scripts/gdb/linux does it.
+"""The yardstick: `naive-kp-list`, kprobes/list written the way scripts/gdb/linux does it.
 
 `source bench/naive_walker.py` in gdb. Like Linux's own gdb scripts (lx-lsmod,
 lx-ps, ...) it walks kernel data with gdb.Value: `kprobe_table[i]`, `p['addr']`,
