@@ -38,7 +38,7 @@ shell:
 	@$(VENV_PY) -m qemu.console
 
 # Replay docs/tutorial.md on each kernel and compare every step's output shape
-# (tests/test_tutorial.py runs the same per kernel inside `make test`).
+# (tests/e2e/test_tutorial.py runs the same per kernel inside `make test`).
 tutorial-check: setup
 	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
 	$(VENV_PY) -m qemu.tutorial --kernels $(KERNELS) --gdb $(GDB)
@@ -52,7 +52,7 @@ test: setup
 	$(VENV_PY) -m pytest -q tests -m e2e --kernels $(GDB18_KERNELS) --gdb $(GDB18) $(PYTEST_ARGS)
 
 unit: setup
-	$(VENV_PY) -m pytest -q tests -m "not e2e" $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # The "fast over a slow wire" benchmark (bench/run.py); KERNELS=6.1 runs one kernel.
 .PHONY: bench

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import socket
@@ -440,8 +439,10 @@ class Attached:
         return self.lab.guest.run(command, **kwargs)
 
 def _build_id(elf: pathlib.Path) -> str | None:
-    """The GNU build-id of an ELF file (the name of gdb's index-cache entry for it)."""
+    """The GNU build-id of an ELF file (the name of gdb's index-cache entry for it), from
+    its PT_NOTE segments (the plugin's own ELF note parser: it imports without gdb)."""
     import struct
+    from gdb_kprobe.target.elfcore import parse_notes
     with open(elf, "rb") as f:
         header = f.read(64)
         if header[:5] != b"\x7fELF\x02":
@@ -455,14 +456,9 @@ def _build_id(elf: pathlib.Path) -> str | None:
             if p_type != 4:                        # PT_NOTE
                 continue
             f.seek(p_offset)
-            notes = f.read(min(p_filesz, 1 << 16))
-            at = 0
-            while at + 12 <= len(notes):
-                namesz, descsz, kind = struct.unpack_from("<III", notes, at)
-                name_end = at + 12 + (namesz + 3) // 4 * 4
-                if kind == 3 and notes[at + 12:at + 12 + namesz] == b"GNU\0":   # NT_GNU_BUILD_ID
-                    return notes[name_end:name_end + descsz].hex()
-                at = name_end + (descsz + 3) // 4 * 4
+            for note in parse_notes(f.read(min(p_filesz, 1 << 16))):
+                if note.type == 3 and note.name == b"GNU":     # NT_GNU_BUILD_ID
+                    return note.desc.hex()
     return None
 
 

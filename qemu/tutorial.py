@@ -212,7 +212,7 @@ def for_readers(line: str) -> str:
     line = line.replace(str(kernels.cache_dir()), "<cache>")
 
     def placeholders(match: re.Match) -> str:
-        folder, rest = match[1], match[2]
+        rest = match[2]
         rest = re.sub(r"(linux-headers-)[^/\s':,]+", r"\1<release>", rest)
         rest = re.sub(r"(/modules/)[0-9a-f]{16}(?=/)", r"\1<sources>", rest)
         return f"<cache>/kernels/<kernel>{rest}"

@@ -32,11 +32,12 @@ HOOK = "define hook-finish\npython __import__('gdb_kprobe.engine.finish').engine
 
 
 class _Follower(gdb.Breakpoint):
-    def __init__(self, pc: int, caller_sp: int, origin: int, returns) -> None:
+    def __init__(self, pc: int, caller_sp: int, origin: gdb.InferiorThread, returns) -> None:
         super().__init__(f"*{pc:#x}", internal=True)
         self.silent = True                  # no "Breakpoint -N," line: _on_stop reports
         self.caller_sp = caller_sp
-        self.origin = origin
+        self.origin = origin.num            # the gdb thread (one per CPU) finish was typed on
+        self.origin_cpu = context.cpu_of_thread(origin)
         self.returns = returns
         self.moved: str | None = None
         self.returned = ""
@@ -48,9 +49,9 @@ class _Follower(gdb.Breakpoint):
             return False                    # gdb's own finish breakpoint handles it
         if arch.u64(int(gdb.parse_and_eval(f"${arch.STACK_POINTER}"))) != self.caller_sp:
             return False                    # another task, or a deeper call of the caller
-        self.moved = (f"(the task moved from CPU {self.origin - 1} to CPU "
-                      f"{context.cpu_of_thread(thread)} "
-                      f"before returning; `finish` followed it)\n")
+        self.moved = (f"(the task moved from CPU {self.origin_cpu} to CPU "
+                      f"{context.cpu_of_thread(thread)} before returning; `finish` followed "
+                      "it)\n")
         self.returned = _returned(self.returns)
         return True
 
@@ -74,7 +75,7 @@ def arm() -> None:
         returns = function.type.target() if function is not None else None
         caller_sp = arch.u64(int(caller.read_register(arch.STACK_POINTER)))
         global _armed
-        _armed = _Follower(caller.pc(), caller_sp, thread.num, returns)
+        _armed = _Follower(caller.pc(), caller_sp, thread, returns)
     except (gdb.error, RuntimeError, AttributeError, ValueError):
         disarm()
 

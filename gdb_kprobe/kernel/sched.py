@@ -1,8 +1,9 @@
 """Tasks and the scheduler's clock: the task running on a CPU, its name, the guest's time.
 
 Mirrors what `current` is on x86-64: the per-CPU `current_task`, or `pcpu_hot.current_task`
-from 6.2 (commit e57ef2ed97c1 "x86: Put hot per CPU variables into a struct"; the symbol
-tells which this kernel has).
+from v6.2 (e57ef2ed97c1 "x86: Put hot per CPU variables into a struct") to v6.14 (v6.15 moved
+it back: a1e4cc0155ad "x86/percpu: Move current_task to percpu hot section"). The symbols
+tell which this kernel has.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from gdb_kprobe.arch.x86_64 import ADDRESS_MASK
 from gdb_kprobe.target.elfcore import (DUMP_ADVICE, PAGE_SIZE, CoreDumpError, CpuState,
                                        ElfCore, UnmappedAddress)
 
@@ -81,7 +82,7 @@ class KernelMemory:
             except UnmappedAddress:
                 raise UnmappedAddress(address, f"mapped to physical {physical:#x}, which is "
                                                "not in the dump") from None
-            address = (address + count) & ((1 << 64) - 1)
+            address = (address + count) & ADDRESS_MASK
             size -= count
         return bytes(out)
 

@@ -297,7 +297,7 @@ def test_theme_function_that_fails_falls_back_to_ours(gdb_stub, monkeypatch):
 
 
 def test_theme_reading_that_fails_leaves_our_palette(gdb_stub, monkeypatch):
-    pwndbg = install_pwndbg(monkeypatch)
+    install_pwndbg(monkeypatch)
 
     class Unreadable:                    # disable-colors whose value cannot be read
         def __bool__(self):
