@@ -6,7 +6,7 @@ import dataclasses
 
 from gdb_kprobe.kernel import lists
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
-from gdb_kprobe.target import layouts, memory, symbols
+from gdb_kprobe.target import layouts, symbols
 
 __all__ = ["BlacklistEntry", "Listing", "read_blacklist", "listing", "blacklisted"]
 
@@ -29,16 +29,11 @@ class Listing:
 
 def read_blacklist() -> lists.Walk[BlacklistEntry]:
     """kprobe_blacklist, in list order (what debugfs kprobes/blacklist prints)."""
-    layout = layouts.layout("struct kprobe_blacklist_entry")
-    head = symbols.kernel_address("kprobe_blacklist")
-    list_offset = layout.offset("list")
-
-    def fetch(node: int) -> tuple[BlacklistEntry, int]:
-        address = node - list_offset
-        view = layout.view(memory.read(address, layout.size), address)
-        return BlacklistEntry(view.ptr("start_addr"), view.ptr("end_addr")), view.ptr("list.next")
-
-    return lists.walk(memory.read_u64(head), head, fetch, "kprobe_blacklist")
+    return lists.for_each_entry(
+        symbols.kernel_address("kprobe_blacklist"),
+        layouts.layout("struct kprobe_blacklist_entry"), "list",
+        lambda view: BlacklistEntry(view.ptr("start_addr"), view.ptr("end_addr")),
+        "kprobe_blacklist")
 
 
 def listing(pattern: str | None = None) -> Listing:

@@ -12,8 +12,9 @@ from typing import Callable, Generic, TypeVar
 
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
+from gdb_kprobe.target import layouts, memory
 
-__all__ = ["Walk", "walk", "MAX_ELEMENTS"]
+__all__ = ["Walk", "walk", "for_each_entry", "MAX_ELEMENTS"]
 
 T = TypeVar("T")
 MAX_ELEMENTS = 100_000
@@ -56,3 +57,17 @@ def walk(first: int, stop_at: int, fetch: Callable[[int], tuple[T, int]],
         result.items.append(item)
         node = following
     return result
+
+
+def for_each_entry(head: int, layout: layouts.Layout, member: str,
+                   decode: Callable[[layouts.View], T], what: str) -> Walk[T]:
+    """list_for_each_entry(): the objects of type `layout` linked through their list_head
+    `member` from the list_head at `head`, each read whole in one read and decoded."""
+    member_offset = layout.offset(member)
+
+    def fetch(node: int) -> tuple[T, int]:
+        address = node - member_offset
+        view = layout.view(memory.read(address, layout.size), address)
+        return decode(view), view.ptr(f"{member}.next")
+
+    return walk(memory.read_u64(head), head, fetch, what)

@@ -127,19 +127,15 @@ def _ranges(view: layouts.View) -> list[tuple[int, int]]:
 def read_modules() -> lists.Walk[Module]:
     """All modules on the kernel's `modules` list, in list order."""
     layout = layouts.layout("struct module")
-    head = symbols.kernel_address("modules")
-    list_offset = layout.offset("list")
 
-    def fetch(node: int) -> tuple[Module, int]:
-        address = node - list_offset
-        view = layout.view(memory.read(address, layout.size), address)
-        module = Module(address=address, name=view.string("name"), state=view.int("state"),
-                        ranges=_ranges(view),
-                        # module.kallsyms exists with CONFIG_KALLSYMS only
-                        kallsyms=view.ptr("kallsyms") if layout.has_field("kallsyms") else 0)
-        return module, view.ptr("list.next")
+    def decode(view: layouts.View) -> Module:
+        return Module(address=view.address, name=view.string("name"), state=view.int("state"),
+                      ranges=_ranges(view),
+                      # module.kallsyms exists with CONFIG_KALLSYMS only
+                      kallsyms=view.ptr("kallsyms") if layout.has_field("kallsyms") else 0)
 
-    return lists.walk(memory.read_u64(head), head, fetch, "modules list")
+    return lists.for_each_entry(symbols.kernel_address("modules"), layout, "list", decode,
+                                "modules list")
 
 
 def module_for(address: int, modules: list[Module]) -> Module | None:
