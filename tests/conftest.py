@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import pathlib
 import re
 import sys
 import types
@@ -118,7 +119,12 @@ def fake_gdb(monkeypatch):
     return fake
 
 
+E2E_DIR = pathlib.Path(__file__).resolve().parent / "e2e"
+
+
 def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e runs gdb, QEMU or both: marked e2e (`-m "not e2e"` and
+    tests/unit select the same tests)."""
     for item in items:
-        if "session" in getattr(item, "fixturenames", ()):
+        if E2E_DIR in pathlib.Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
