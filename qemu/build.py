@@ -63,6 +63,13 @@ def scenario_path(name: str, kernel_name: str) -> pathlib.Path:
     raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(known)}")
 
 
+def module_folder(ko_name: str) -> str:
+    """The guest folder (under /lib/modules) of a lab module: `kp-lab` for the lab's modules
+    (kp_lab_*, what the tutorial lists and scenarios load), `kp-test` for the tests' helpers
+    (kp_oracle: tests/e2e/test_oracle.py loads it)."""
+    return "kp-lab" if ko_name.startswith("kp_lab_") else "kp-test"
+
+
 def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
                 rdev: tuple[int, int] = (0, 0)) -> bytes:
     """One entry of a cpio 'newc' archive (what the kernel unpacks as initramfs)."""
@@ -81,7 +88,7 @@ def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
     entries: list[tuple[str, int, bytes]] = []
     # /dev/console must exist before devtmpfs is mounted: the kernel opens it for /init.
     for folder in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "etc/kp-lab",
-                   "lib", "lib/modules", "lib/modules/kp-lab", "root"):
+                   "lib", "lib/modules", "lib/modules/kp-lab", "lib/modules/kp-test", "root"):
         entries.append((folder, 0o040755, b""))
     entries.append(("dev/console", 0o020600, b""))
     entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
@@ -90,7 +97,8 @@ def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
     entries.append(("bin/kp-scenario", 0o100755, (GUEST_FILES / "kp-scenario").read_bytes()))
     entries.append(("etc/kp-lab/scenario", 0o100644, scenario.read_bytes()))
     for ko in sorted(modules.glob("*.ko")) if modules else ():
-        entries.append((f"lib/modules/kp-lab/{ko.name}", 0o100644, ko.read_bytes()))
+        entries.append((f"lib/modules/{module_folder(ko.name)}/{ko.name}", 0o100644,
+                        ko.read_bytes()))
     archive = bytearray()
     for ino, (name, mode, data) in enumerate(entries, start=1):
         rdev = (5, 1) if name == "dev/console" else (0, 0)

@@ -42,7 +42,7 @@ from qemu import kernels
 SEED = 15                       # issue 15; change it and every place list changes with it
 EVENTS = "/sys/kernel/tracing/kprobe_events"
 ORACLE_FILE = "/sys/kernel/debug/kp_oracle"
-ORACLE_MODULE = "/lib/modules/kp-lab/kp_oracle.ko"
+ORACLE_MODULE = "/lib/modules/kp-test/kp_oracle.ko"   # qemu/build.py module_folder()
 BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 FILTER_FUNCTIONS = "/sys/kernel/tracing/available_filter_functions"
 PLACES_FILE = "/tmp/oracle.places"
