@@ -272,7 +272,8 @@ def generate(files: kernels.KernelFiles, run: Run, seed: int = SEED) -> list[Pla
     candidates = sorted(rng.sample(sized, 40))
     facts = guest_facts(run, symbols, rng, [name for name, _, _ in candidates])
     traced = [f for f in candidates if f[0] in facts.traceable]
-    untraced = [f for f in candidates if f[0] not in facts.traceable]
+    # (not a `.cold`/`.part` piece: kprobe_events judges those by the parent's ftrace site)
+    untraced = [f for f in candidates if f[0] not in facts.traceable and "." not in f[0]]
     chosen = [("vfs_read", *by_name["vfs_read"]), *traced[:2], *untraced[:1]]
     for name, addr, size in chosen:
         insns = disassemble(files.vmlinux, addr, size)
