@@ -8,7 +8,8 @@ from __future__ import annotations
 __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
-    "ENDBR64", "NOP5", "JMP32", "CALL32", "INT3", "REL32_SIZE", "KASLR_ALIGN", "KASLR_RANGE",
+    "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "REL32_SIZE",
+    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
 ]
 
@@ -48,7 +49,15 @@ KERNEL_CS = 0x10                          # __KERNEL_CS: a pt_regs saved from ke
 ENDBR64 = b"\xf3\x0f\x1e\xfa"             # IBT: an entry probe goes after it
 NOP5 = bytes.fromhex("0f1f440000")        # ftrace's nop at a module's fentry site
 JMP32, CALL32, INT3 = 0xE9, 0xE8, 0xCC    # first bytes of an optprobe jmp, ftrace call, kprobe
+INT3_INSN_SIZE = 1                        # a pre_handler sees regs->ip = addr + this, whatever
+                                          # the mechanism (optimized_callback() and
+                                          # kprobe_ftrace_handler() set it so too)
 REL32_SIZE = 5                            # jmp/call rel32
+MCOUNT_INSN_SIZE = 5                      # the fentry call ftrace patches (asm/ftrace.h)
+# is_endbr() (asm/ibt.h) also takes the 4-byte nop that seals an unused endbr64:
+# gen_endbr_poison(), "osp nopl (%rax)", written by apply_seal_endbr() (kernels with IBT)
+ENDBR32 = b"\xf3\x0f\x1e\xfb"
+ENDBR_POISON = b"\x66\x0f\x1f\x00"
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
 KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB

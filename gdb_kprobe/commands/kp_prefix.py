@@ -14,13 +14,13 @@ Commands:
   kp-show     how the probes at one place are built, from live kernel memory
   kp-modules  loaded modules; load their .ko symbols into gdb
   kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
-  kp-check    would register_kprobe() accept a place? if not, which errno and why
+  kp-check    would register_kprobe() and kprobe_events take a place? if not, which errno and why
   kp-blacklist  the kprobe blacklist, as /sys/kernel/debug/kprobes/blacklist shows it
   kp-kaslr    does the vmlinux match the running kernel? its KASLR slide; relocate
   kp-locals   parameters and locals at a probe point: where they live, values, a kprobe_events line
   kp-where    is this CPU inside kprobe handling? which probe, stage, probed frame
 
-kp-list, kp-show and kp-locals take --json (schemas: docs/json.md).
+kp-list, kp-show, kp-locals and kp-check take --json (schemas: docs/json.md).
 
 Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
 

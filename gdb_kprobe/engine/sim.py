@@ -80,6 +80,8 @@ def run_probe(address: int, original: disasm.Insn, after: Continuation | None, c
                               f"{count} hits; breakpoints removed")
             cpu = context.current_cpu()
             pre = context.newest_registers(regs)
+            # what the pre_handler gets: regs->ip past the int3 (or made to look so)
+            pre["ip"] = address + arch.INT3_INSN_SIZE
             task = sched.current_task_name()
             how = "stepi" if after is None else "continuation breakpoint"
             if after is None:

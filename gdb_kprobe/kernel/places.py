@@ -14,7 +14,7 @@ from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import memory, symbols
 
-__all__ = ["Place", "parse_offset", "split", "resolve"]
+__all__ = ["Place", "parse_offset", "split", "resolve", "has_entry_marker", "entry_adjusted"]
 
 _SYM_OFF = re.compile(r"^(?:(?P<mod>[A-Za-z0-9_\-]+):)?(?P<sym>[A-Za-z_.][\w.]*)"
                       r"(?:\+(?P<off>\S+))?$")
@@ -104,13 +104,30 @@ def resolve(spec: str, symbolizer: Symbolizer | None = None, kprobe_entry: bool 
     if size and offset >= size:
         raise KpError(f"offset {offset:#x} is beyond the end of {name} "
                       f"(size {size:#x})")
-    if kprobe_entry and offset == 0 and _starts_with_endbr(start):
+    if kprobe_entry and offset == 0 and has_entry_marker(start):
         offset = len(arch.ENDBR64)
     return Place(start + offset, name, offset, size, module_name)
 
 
-def _starts_with_endbr(address: int) -> bool:
+def has_entry_marker(function_start: int) -> bool:
+    """Does register_kprobe() put an entry probe of this function at +4? It does where
+    is_endbr() (asm/ibt.h) takes the first four live bytes: endbr64 or endbr32, or the nop
+    that seals an unused endbr64 (apply_seal_endbr(): the vmlinux file still shows endbr64
+    there). Only on kernels built with IBT (CONFIG_X86_KERNEL_IBT, where `ibt_save` exists):
+    elsewhere is_endbr() is a stub that says no."""
+    if symbols.kernel().address_of("ibt_save") is None:
+        return False
     try:
-        return memory.read(address, len(arch.ENDBR64)) == arch.ENDBR64
+        live = memory.read(function_start, len(arch.ENDBR64))
     except KpError:
         return False
+    return live in (arch.ENDBR64, arch.ENDBR32, arch.ENDBR_POISON)
+
+
+def entry_adjusted(function_start: int, offset: int) -> tuple[int, bool]:
+    """arch_adjust_kprobe_addr(): (the offset register_kprobe() uses, whether that is the
+    function's entry). With an entry marker, +0 and +4 both mean +4."""
+    if has_entry_marker(function_start):
+        on_entry = offset in (0, len(arch.ENDBR64))
+        return (len(arch.ENDBR64) if on_entry else offset), on_entry
+    return offset, offset == 0

@@ -55,6 +55,7 @@ class ElfSymbols:
         self.section_of: list[int] = []
         self.name_counts: dict[str, int] = {}  # kallsyms may hold a name several times
         self._loaded_ranges: list[tuple[int, int, int]] = []   # (address, size, file offset)
+        self._contains: dict[bytes, bool] = {}
         self._load()
 
     def _load(self) -> None:
@@ -156,6 +157,18 @@ class ElfSymbols:
                     handle.seek(offset + address - start)
                     return handle.read(size)
         return None
+
+    def contains_bytes(self, needle: bytes) -> bool:
+        """Do the file's loaded sections (.text, .rodata, ...) hold these bytes? Read once
+        per needle: e.g. a warning string that exists only with some kernel option."""
+        found = self._contains.get(needle)
+        if found is None:
+            with open(self.path, "rb") as handle, \
+                    mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as image:
+                found = any(image.find(needle, offset, offset + length) >= 0
+                            for _start, length, offset in self._loaded_ranges)
+            self._contains[needle] = found
+        return found
 
     def address_of(self, name: str) -> int | None:
         index = self.by_name.get(name)

@@ -19,7 +19,8 @@ from gdb_kprobe.kernel.anatomy import KPROBE_STATUS
 from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow
 
-__all__ = ["VERSION", "dumps", "probe_entry", "probe_list", "probe_anatomy", "locals_report"]
+__all__ = ["VERSION", "dumps", "probe_entry", "probe_list", "probe_anatomy", "locals_report",
+           "verdicts"]
 
 VERSION = 1
 
@@ -228,4 +229,24 @@ def locals_report(report) -> dict:
                          for slot, owner, value in report.slots]
     document["kprobe_events"] = report.fetch_line
     document["not_expressible"] = list(report.not_expressible)
+    return document
+
+
+# -- kp-check -------------------------------------------------------------------------------
+
+def _answer(answer) -> dict | None:
+    if answer is None:
+        return None
+    return {"accepted": answer.accepted, "errno": answer.errno_name or None,
+            "reason": answer.reason}
+
+
+def verdicts(results) -> dict:
+    """kp-check: each place's address and both interfaces' answers."""
+    document = _head("kp-check")
+    document["places"] = [{"spec": result.spec, "address": _hex(result.address),
+                           "place": result.place,
+                           "register_kprobe": _answer(result.register_kprobe),
+                           "kprobe_events": _answer(result.kprobe_events),
+                           "notes": list(result.notes)} for result in results]
     return document

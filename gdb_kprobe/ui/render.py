@@ -230,14 +230,25 @@ def module_list(rows, damage: list[str]) -> str:
 
 # -- kp-check / kp-blacklist ----------------------------------------------------------------
 
+NOT_EXPRESSIBLE = ("not asked: a module hands register_kprobe() a symbol and an unsigned int "
+                   "offset, or an address, and %return is register_kretprobe()'s")
+
+
+def _answer(answer) -> str:
+    if answer is None:
+        return NOT_EXPRESSIBLE
+    if answer.accepted:
+        return "accepted"
+    return f"rejected: -{answer.errno_name} ({answer.errno_text}): {answer.reason}"
+
+
 def verdict(result) -> str:
+    """kp-check: the place as the kernel resolves it, then each interface's answer."""
     where = f" -> {result.place} ({result.address:#x})" if result.address is not None else ""
-    if result.error:
-        head = (f"{result.spec}{where}: rejected: -{result.errno_name} "
-                f"({result.errno_text}): {result.reasons[0]}")
-    else:
-        head = f"{result.spec}{where}: accepted"
-    lines = [head] + [f"  {note}" for note in result.notes]
+    lines = [f"{result.spec}{where}",
+             f"  register_kprobe(): {_answer(result.register_kprobe)}",
+             f"  kprobe_events:     {_answer(result.kprobe_events)}"]
+    lines += [f"  {note}" for note in result.notes]
     return "".join(line + "\n" for line in lines)
 
 

@@ -36,8 +36,9 @@ def sim_hit(hit, address: int) -> str:
     elif post_ip is not None:
         out.append(f"  post ip {post_ip:#x} (the next instruction would be {next_address:#x}: "
                    "a branch, or the kernel ran more than one instruction)")
-    out.append(f"  a real int3 kprobe differs: its pre_handler sees regs->ip = addr + 1 = "
-               f"{address + 1:#x} (past the int3); its post_handler sees the ip above")
+    out.append(f"  gdb stopped at {address:#x}; the pre ip is what a kprobe's pre_handler sees "
+               "there: addr + 1, past the int3 (optimized and ftrace-based probes set it so "
+               "too); its post_handler sees the post ip")
     return "".join(line + "\n" for line in out)
 
 
@@ -45,9 +46,11 @@ def sim_return_intro(place) -> str:
     return (f"kp-sim --ret: breakpoint at {place} ({place.address:#x}); each entry records sp, "
             "the return address, the arguments and the guest clock, and a breakpoint on the "
             "return address reports that call's return (matched by sp).\n"
-            "kp-sim: elapsed time is the guest's clock read from kernel memory at both stops: "
-            "the newest per-CPU runqueue clock (rq->clock, sched_clock ns), exact to the last "
-            "scheduler event; host time spent stopped in gdb does not count.\n"
+            "kp-sim: elapsed time is an estimate: the guest's clock read from kernel memory "
+            "at both stops, the newest per-CPU runqueue clock (rq->clock, sched_clock ns). It "
+            "moves only at scheduler events, so each end may lag by up to a scheduler tick; a "
+            "kretprobe's own ktime_get() at entry and return measures the call itself. Host "
+            "time spent stopped in gdb does not count.\n"
             "kp-sim: waiting for a hit (Ctrl-C stops and removes the breakpoints) ...\n")
 
 
@@ -58,7 +61,7 @@ def sim_return_hit(hit) -> str:
     signed = hit.retval - (1 << 64) if hit.retval >> 63 else hit.retval
     errno = f" ({signed})" if -4095 <= signed < 0 else ""
     return (f"return on cpu{hit.cpu}{task}: returned {hit.retval:#x}{errno} to "
-            f"{hit.return_address:#x}, took {elapsed} (guest clock)\n"
+            f"{hit.return_address:#x}, took about {elapsed} (estimate: guest rq->clock)\n"
             f"  at entry: sp={hit.entry_sp:#x} {args}\n")
 
 

@@ -80,10 +80,6 @@ ATTACHED = [
     ("kp-sim 0xdead000000000000", "0xdead000000000000 is in no known function; cannot decode "
                                   "from a function start"),
     ("kp-check", "kp-check: the following arguments are required: place" + SEE.format("kp-check")),
-    ("kp-check inet_accept+0xzz", BAD_OFFSET.format("0xzz", "inet_accept+0xzz")),
-    ("kp-check inet_accept+-1", "negative offset in `inet_accept+-1`: offsets count forward from "
-                                "the symbol"),
-    ("kp-check ++", BAD_PLACE.format("++")),
     ("kp-check --bogus inet_accept", "kp-check: unrecognized arguments: --bogus"
      + SEE.format("kp-check")),
     ("kp-blacklist a b", "kp-blacklist: unrecognized arguments: b" + SEE.format("kp-blacklist")),

@@ -982,7 +982,8 @@ def test_module_and_blacklist_walks_end(world, memory):
         assert isinstance(m.render.module_list(rows, [walk.damage] if walk.damage else []), str)
     blacklist = answer_or_kp_error(m.blacklist.read_blacklist)
     if not is_error(blacklist):
-        symbolizer = m.checks.Symbolizer()
+        from gdb_kprobe.kernel.kallsyms import Symbolizer
+        symbolizer = Symbolizer()
         rows = [(entry, answer_or_kp_error(symbolizer.lookup, entry.start))
                 for entry in blacklist.items]
         rows = [(entry, None if is_error(found) else found) for entry, found in rows]
@@ -1016,10 +1017,12 @@ def test_place_specs_and_kprobe_events_lines(world, memory, lines):
             answer_or_kp_error(m.kp_show._address_of, spec)
             verdict = answer_or_kp_error(m.checks.check, spec)
             event("kp-check: " + ("KpError" if is_error(verdict) else
-                                  verdict.errno_name or "accepted"))
+                                  verdict.kprobe_events.errno_name or "accepted"))
             if not is_error(verdict):
-                assert verdict.error is None or verdict.reasons    # a refusal says why
+                for answer in (verdict.register_kprobe, verdict.kprobe_events):
+                    assert answer is None or answer.accepted or answer.reason   # says why
                 assert m.render.verdict(verdict).startswith(verdict.spec)
+                validate(m.jsonout.verdicts([verdict]), "kp-check")
 
 
 @repeatable(max_examples=120)
@@ -1173,7 +1176,8 @@ def test_boundary_and_optimizability(world, listing, offset, size, module):
         boundary = answer_or_kp_error(decode.check, place)
         answer_or_kp_error(decode.require_boundary, place)
         if not is_error(boundary) and boundary.ok:
-            notes = answer_or_kp_error(m.checks._mechanism, place, boundary)
+            from gdb_kprobe.kernel.register_checks import RegisterChecker
+            notes = answer_or_kp_error(RegisterChecker._prepare, place)
             assert is_error(notes) or all(isinstance(note, str) for note in notes)
 
 

@@ -1,0 +1,221 @@
+"""register_kprobe()'s checks (kernel/kprobes.c, 6.1 and later), replayed in order:
+  1. _kprobe_addr(): the symbol through kallsyms (-ENOENT if none), sym+off re-based on the
+     symbol that contains it (-ENOENT if none), +0 moved past an entry marker (IBT);
+  2. check_kprobe_address_safe(): kernel or module text, not in the kprobe blacklist (with
+     `.`-suffixed copies of blacklisted functions), not a jump label, static call, BUG()
+     or CFI-preamble site (-EINVAL);
+  3. a place that already has a probe joins its aggregate;
+  4. prepare_kprobe(): an fentry call site becomes an ftrace-based probe; anything else must
+     be an instruction boundary decoded from the function start (can_probe(): -EILSEQ).
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+
+from gdb_kprobe import arch
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import blacklist, decode, ftrace, kprobes, patchsites, places
+from gdb_kprobe.kernel.kallsyms import Symbolizer
+from gdb_kprobe.kernel.places import Place
+from gdb_kprobe.target import disasm, memory, symbols
+
+__all__ = ["Answer", "Refused", "Registered", "RegisterChecker"]
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One interface's answer: accepted (error None), or the errno and why."""
+
+    error: int | None
+    reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
+
+    @property
+    def errno_name(self) -> str:
+        return errno.errorcode.get(self.error, str(self.error)) if self.error else ""
+
+    @property
+    def errno_text(self) -> str:
+        return os.strerror(self.error) if self.error else ""
+
+
+class Refused(Exception):
+    """A check said no: the answer, and the place when it was known."""
+
+    def __init__(self, error: int, reason: str, place: Place | None = None) -> None:
+        super().__init__(reason)
+        self.answer = Answer(error, reason)
+        self.place = place
+
+
+@dataclasses.dataclass
+class Registered:
+    """What register_kprobe() made of one request: its answer, the place, notes."""
+
+    answer: Answer
+    place: Place | None
+    notes: list[str]
+
+
+class RegisterChecker:
+    """register_kprobe()'s checks, for one kp-check run: the symbolizer and the results
+    shared by places (and by kprobe_events, which ends in register_kprobe() too)."""
+
+    def __init__(self) -> None:
+        self.symbolizer = Symbolizer()
+        self._registered: dict[tuple, Registered] = {}
+
+    # -- register_kprobe() -----------------------------------------------------------------
+    def register(self, name: str | None, address: int | None, offset: int,
+                 is_return: bool = False) -> Registered:
+        key = (name, address, offset, is_return)
+        if key not in self._registered:
+            notes: list[str] = []
+            try:
+                place = self.kprobe_addr(name, address, offset, notes, is_return)
+                self._check_address_safe(place, notes)
+                if not self._joins_existing(place, notes):
+                    notes.extend(self._prepare(place))
+                result = Registered(Answer(None), place, notes)
+            except Refused as refused:
+                result = Registered(refused.answer, refused.place, notes)
+            self._registered[key] = result
+        return self._registered[key]
+
+    def lookup_name(self, name: str) -> int | None:
+        """kallsyms_lookup_name(): `MOD:SYM` in that module; `SYM` in the vmlinux (its
+        first, lowest address), else in the first module that has it."""
+        module_name, _, symbol = name.rpartition(":")
+        if module_name:
+            module = next((m for m in self.symbolizer.modules if m.name == module_name), None)
+            return module.address_of(symbol) if module else None
+        found = symbols.kernel().address_of(name)
+        if found is not None:
+            return found
+        return next((m.address_of(name) for m in self.symbolizer.modules
+                     if m.address_of(name) is not None), None)
+
+    def kprobe_addr(self, name: str | None, address: int | None, offset: int,
+                     notes: list[str], is_return: bool) -> Place:
+        """_kprobe_addr() and arch_adjust_kprobe_addr(); for a return probe also
+        kprobe_on_func_entry() (register_kretprobe() wants the entry)."""
+        if name is not None:
+            address = self.lookup_name(name)
+            if address is None:
+                raise Refused(errno.ENOENT, f"no symbol `{name}` in kallsyms")
+        if not address:
+            raise Refused(errno.EINVAL, "neither a symbol nor an address (_kprobe_addr)")
+        address = arch.u64(address + offset)
+        found = self.symbolizer.lookup(address)
+        if found is None:
+            raise Refused(errno.ENOENT, f"{address:#x} is inside no symbol "
+                           "(kallsyms_lookup_size_offset)", Place(address, None, 0, 0, None))
+        start = address - found.offset
+        if name is not None and (found.offset != offset or
+                                 found.symbol != name.rpartition(":")[2]):
+            notes.append(f"{name}+{offset:#x} is past the end of {name}: the kernel re-bases "
+                         f"it on {found.symbol}+{found.offset:#x}")
+        try:
+            memory.read(start, len(arch.ENDBR64))
+        except KpError:
+            raise Refused(errno.EINVAL, f"cannot read {found.symbol}'s first bytes "
+                           "(arch_adjust_kprobe_addr)") from None
+        rel, on_entry = places.entry_adjusted(start, found.offset)
+        if rel != found.offset or (on_entry and rel):
+            notes.append("the function starts with an entry marker (endbr64, or the nop "
+                         "sealing it; IBT): a probe at its entry goes after it, at +0x4")
+        place = Place(start + rel, found.symbol, rel, found.size, found.module)
+        if is_return and not on_entry:
+            raise Refused(errno.EINVAL, "a return probe must be on the function's entry "
+                           "(kprobe_on_func_entry)", place)
+        return place
+
+    def _check_address_safe(self, place: Place, notes: list[str]) -> None:
+        """check_kprobe_address_safe()."""
+        address = place.address
+        if not self._in_text(address):
+            raise Refused(errno.EINVAL, "not in kernel or module text (core_kernel_text / "
+                           "__module_text_address)", place)
+        walk = blacklist.read_blacklist()
+        if walk.damage:
+            notes.append(f"the blacklist could not be read whole: {walk.damage}")
+        if blacklist.blacklisted(address, walk.items, self.symbolizer):
+            raise Refused(errno.EINVAL, f"{place.symbol} is in the kprobe blacklist (debugfs "
+                           "kprobes/blacklist: NOKPROBE_SYMBOL, __kprobes, noinstr or entry "
+                           "text)", place)
+        if patchsites.is_jump_label(address):
+            raise Refused(errno.EINVAL, "a jump label (static key) patch site", place)
+        if patchsites.is_static_call(address):
+            raise Refused(errno.EINVAL, "a static call site", place)
+        if patchsites.is_bug(address):
+            raise Refused(errno.EINVAL, "a BUG()/WARN() trap site (__bug_table)", place)
+        if place.symbol and place.symbol.startswith(("__cfi_", "__pfx_")):
+            raise Refused(errno.EINVAL, f"{place.symbol} is a CFI preamble or function "
+                           "padding (is_cfi_preamble_symbol)", place)
+
+    def _in_text(self, address: int) -> bool:
+        table = symbols.kernel()
+        start, end = table.address_of("_stext"), table.address_of("_etext")
+        if start is not None and end is not None and start <= address < end:
+            return True
+        module = self.symbolizer.module_for(address)
+        return module is not None and module.text_contains(address)
+
+    @staticmethod
+    def _joins_existing(place: Place, notes: list[str]) -> bool:
+        table = kprobes.read_table()
+        existing = kprobes.find_entry(table, place.address)
+        if existing is None:
+            return False
+        notes.append(f"a probe is already registered here: the new one joins it "
+                     f"({'an aggregate' if table.is_aggregate(existing) else 'making an aggregate'})")
+        return True
+
+    @staticmethod
+    def _prepare(place: Place) -> list[str]:
+        """prepare_kprobe(): ftrace-based at an fentry site, else can_probe()."""
+        if ftrace.location_range(place.address, place.address) == place.address:
+            return ["ftrace-based: this is the function's fentry call site (KPROBE_FLAG_FTRACE); "
+                    "no int3, never optimized"]
+        boundary = decode.check(place)
+        if not boundary.ok:
+            inside = boundary.insn
+            start = place.address - place.offset
+            raise Refused(errno.EILSEQ, (
+                f"not an instruction boundary: inside `{inside.asm}` at "
+                f"{place.symbol}+{inside.address - start:#x} ({len(inside.raw)} bytes)"
+                if inside else "past the function's decoded instructions"), place)
+        likely, why = _optimizable(place, boundary.function_insns)
+        return [f"int3 kprobe; {'likely optimizable into a jmp (optprobe)' if likely else 'not optimizable'}"
+                f": {why}"]
+
+
+def _optimizable(place: Place, insns: list[disasm.Insn]) -> tuple[bool, str]:
+    """A summary of can_optimize() in arch/x86/kernel/kprobes/opt.c."""
+    end_of_function = place.address - place.offset + place.size
+    if place.address + arch.REL32_SIZE > end_of_function:
+        return False, "the 5-byte jmp would not fit before the function's end"
+    covered = [i for i in insns if i.address < place.address + arch.REL32_SIZE and
+               i.address + len(i.raw) > place.address]
+    for insn in insns:
+        mnemonic = (insn.asm.split() or [""])[0]      # blank text: no mnemonic
+        if mnemonic == "jmp" and "*" in insn.asm and "__x86_indirect" not in insn.asm:
+            return False, f"the function has an indirect jump (`{insn.asm}`)"
+    region_end = max(i.address + len(i.raw) for i in covered)
+    for insn in insns:
+        target_text = insn.asm.split()[-1] if insn.asm.split() else ""
+        if insn.asm.startswith("j") and target_text.startswith("0x"):
+            goal = int(target_text, 16)
+            if place.address < goal < region_end:
+                return False, f"`{insn.asm}` at {insn.address:#x} jumps into the region"
+    for insn in covered:
+        if insn.asm.startswith(("call", "jmp", "j", "ret", "int3", "ud2")):
+            return False, f"`{insn.asm}` cannot be copied into a detour buffer"
+    return True, f"the jmp would replace {region_end - place.address} bytes: " + \
+        "; ".join(f"`{i.asm}`" for i in covered)
