@@ -13,8 +13,11 @@ through both interfaces, in one shell loop:
                     /sys/kernel/debug/kp_oracle registers and unregisters a kprobe there;
                     reading it back gives `ok 0xADDR flags=0xF` or `err -ERRNO`
 
-Specs register_kprobe() cannot express (a negative offset, `%return` or another `%` suffix,
-an offset over UINT_MAX, an address over 64 bits) get the kprobe_events verdict only.
+kp_oracle is given the place kprobe_events reads in SPEC (register_spec(): an address when
+kstrtoul() takes SPEC, else SYM+OFF with the offset as kstrtol() reads it, `vfs_read-0` ->
+`vfs_read+0`, `vfs_read+010` -> `vfs_read+8`). Places register_kprobe() cannot express (a
+`%return` or another `%` suffix, a negative offset, an offset over UINT_MAX or one kstrtol()
+refuses) get the kprobe_events verdict only.
 tests/e2e/test_oracle.py compares every verdict with `kp-check --json`.
 
 `python3 -m qemu.oracle --kernel 6.1` boots a lab, asks the guest alone and prints the
@@ -87,7 +90,7 @@ class Place:
     def register_kprobe(self) -> bool:
         """Whether register_kprobe() can be asked at all (struct kprobe has symbol_name, an
         unsigned int offset and addr: no sign, no suffix, nothing over UINT_MAX)."""
-        return expressible(self.spec)
+        return register_spec(self.spec) is not None
 
     @property
     def ask_register(self) -> bool:
@@ -95,7 +98,8 @@ class Place:
 
 
 def kstrtoull(text: str) -> int | None:
-    """lib/kstrtox.c with base 0 (0x.. hex, 0.. octal, else decimal), one leading `+`."""
+    """lib/kstrtox.c kstrtoull() with base 0 (0x.. hex, 0.. octal, else decimal), one
+    leading `+`; None where the kernel returns an error (a bad digit, an overflow)."""
     text = text[1:] if text.startswith("+") else text
     if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
         value = int(text[2:], 16)
@@ -108,19 +112,31 @@ def kstrtoull(text: str) -> int | None:
     return value if value <= ULONG_MAX else None
 
 
-def expressible(spec: str) -> bool:
-    """True when kp_oracle can hand the spec to register_kprobe() as it is."""
+def kstrtol(text: str) -> int | None:
+    """kstrtol() with base 0: an optional `-`, then kstrtoull()'s rules, within a long."""
+    if text.startswith("-"):
+        value = kstrtoull(text[1:]) if not text[1:].startswith("+") else None
+        return None if value is None or value > 1 << 63 else -value
+    value = kstrtoull(text)
+    return None if value is None or value >= 1 << 63 else value
+
+
+def register_spec(spec: str) -> str | None:
+    """What kp_oracle is given for a kprobe_events SPEC, or None when register_kprobe() cannot
+    take that place. __trace_kprobe_create(): a `%` suffix first (%return, or a parse error),
+    then an address if kstrtoul() takes SPEC, else traceprobe_split_symbol_offset(): the
+    offset from the first `+` or `-` on, kstrtol(), and 0 <= offset <= UINT_MAX."""
     if "%" in spec:
-        return False
-    if re.fullmatch(r"0[xX][0-9a-fA-F]+", spec):
-        return int(spec, 16) <= ULONG_MAX
-    name = spec.split(":", 1)[-1]
-    if "-" in name:
-        return False
-    if "+" in name:
-        offset = kstrtoull(name.split("+", 1)[1])
-        return offset is not None and name.split("+", 1)[1][:1] != "+" and offset <= UINT_MAX
-    return True
+        return None
+    if kstrtoull(spec) is not None:
+        return spec                                   # kp_oracle kstrtoul()s it the same way
+    cut = min((spec.find(c) for c in "+-" if c in spec), default=-1)
+    if cut < 0:
+        return spec
+    offset = kstrtol(spec[cut:])
+    if offset is None or not 0 <= offset <= UINT_MAX:
+        return None
+    return f"{spec[:cut]}+{offset}"
 
 
 @dataclasses.dataclass
@@ -413,16 +429,17 @@ def _module_verdict(write: str, line: str) -> KernelVerdict:
     return KernelVerdict(False, None, raw=f"{write} / {line}")      # a lab problem: shown as is
 
 
-# The guest loop: per place one kprobe_events write (and its removal), one kp_oracle write
-# and read, one result line. Builtins only (echo, read, redirections): no fork per place.
+# The guest loop: per place (a line `N SPEC MODULE-SPEC`, `-` when register_kprobe() is not
+# asked) one kprobe_events write (and its removal), one kp_oracle write and read, one result
+# line. Builtins only (echo, read, redirections): no fork per place.
 GUEST_LOOP = (
     f"E={EVENTS}; O={ORACLE_FILE}; "
     "while read -r n spec m; do "
     "if echo \"p:kprobes/o_$n $spec\" >> $E 2>/tmp/o_err; then ke=ok; "
     "echo \"-:kprobes/o_$n\" >> $E 2>/dev/null || ke=ok-not-removed; "
     "else ke=; read -r ke < /tmp/o_err; fi; "
-    "if [ \"$m\" = 1 ]; then "
-    "if echo -n \"$spec\" >> $O 2>/tmp/o_err; then we=ok; else we=; read -r we < /tmp/o_err; fi; "
+    "if [ \"$m\" != - ]; then "
+    "if echo -n \"$m\" >> $O 2>/tmp/o_err; then we=ok; else we=; read -r we < /tmp/o_err; fi; "
     "read -r mr < $O; "
     "else we=-; mr=-; fi; "
     "echo \"O|$n|$ke|$we|$mr\"; "
@@ -448,7 +465,7 @@ def ask_kernel(run: Run, places: list[Place]) -> list[dict[str, KernelVerdict | 
     be asked). Loads kp_oracle first; leaves kprobe_events as it found it."""
     run(f"[ -e {ORACLE_FILE} ] || insmod {ORACLE_MODULE}")
     before = run(f"cat {EVENTS}")
-    push_lines(run, PLACES_FILE, [f"{i} {p.spec} {int(p.ask_register)}"
+    push_lines(run, PLACES_FILE, [f"{i} {p.spec} {register_spec(p.spec) if p.ask_register else '-'}"
                                   for i, p in enumerate(places)])
     out = run(GUEST_LOOP, timeout=900)
     after = run(f"cat {EVENTS}")
@@ -471,27 +488,43 @@ def ask_kernel(run: Run, places: list[Place]) -> list[dict[str, KernelVerdict | 
 
 # -- kp-check's answers and the comparison --------------------------------------------------------
 
-def kp_check_documents(gdb_cmd: Callable[[str], str], specs: list[str],
-                       limit: int = 2500) -> list[dict]:
+def kp_check_documents(gdb_cmd: Callable[[str], str], specs: list[str], limit: int = 2500,
+                       validate: Callable[[dict], None] | None = None) -> list[dict]:
     """`kp-check --json` over all specs, in commands of at most `limit` characters (a gdb
-    input line is a tty line); one `places` entry per spec, in order."""
+    input line is a tty line); one `places` entry per spec, in order. `validate` is given
+    each document (a JSON Schema check). A command that prints no document (kp-check failed
+    on the whole command) is asked again one spec at a time; a spec that still fails gets
+    `{"spec": ..., "error": <what gdb printed>}`, which compare() reports as a mismatch."""
     entries: list[dict] = []
-    chunk: list[str] = []
-    for spec in specs + [None]:
-        if chunk and (spec is None or sum(len(s) + 1 for s in chunk) + len(spec) > limit):
-            out = gdb_cmd("kp-check --json " + " ".join(chunk)).strip()
-            try:
-                document = json.loads(out)
-            except ValueError:
-                raise AssertionError(f"kp-check --json printed no JSON document:\n{out[:3000]}")
-            assert document.get("schema") == "kp-check" and document.get("version") == 1, out[:500]
-            got = [e.get("spec") for e in document["places"]]
-            assert got == chunk, f"kp-check --json answered for {got}, asked {chunk}"
+    chunks: list[list[str]] = [[]]
+    for spec in specs:
+        if chunks[-1] and sum(len(s) + 1 for s in chunks[-1]) + len(spec) > limit:
+            chunks.append([])
+        chunks[-1].append(spec)
+    for chunk in chunks:
+        document, out = _kp_check(gdb_cmd, chunk, validate)
+        if document is not None:
             entries += document["places"]
-            chunk = []
-        if spec is not None:
-            chunk.append(spec)
+            continue
+        for spec in chunk:
+            single, out = _kp_check(gdb_cmd, [spec], validate) if len(chunk) > 1 else (None, out)
+            entries += single["places"] if single else [{"spec": spec, "error": out}]
     return entries
+
+
+def _kp_check(gdb_cmd: Callable[[str], str], chunk: list[str],
+              validate: Callable[[dict], None] | None) -> tuple[dict | None, str]:
+    out = gdb_cmd("kp-check --json " + " ".join(chunk)).strip()
+    try:
+        document = json.loads(out)
+    except ValueError:
+        return None, out
+    assert document.get("schema") == "kp-check" and document.get("version") == 1, out[:500]
+    if validate is not None:
+        validate(document)
+    got = [e.get("spec") for e in document["places"]]
+    assert got == chunk, f"kp-check --json answered for {got}, asked {chunk}"
+    return document, out
 
 
 def _ours_label(verdict: dict | None) -> str:
@@ -515,6 +548,10 @@ def compare(places: list[Place], kernel: list[dict[str, KernelVerdict | None]],
     register_kprobe() success also p->addr vs kp-check's address."""
     mismatches = []
     for place, theirs, entry in zip(places, kernel, ours, strict=True):
+        if "error" in entry:
+            mismatches.append(Mismatch(place, "both", "-", "no answer",
+                                       f"kp-check failed: {entry['error'][:200]}"))
+            continue
         for interface in INTERFACES:
             k = theirs[interface]
             o = entry.get(interface)
@@ -641,6 +678,8 @@ def results_json(kernel_name: str, places: list[Place],
     rows = []
     for index, (place, verdicts) in enumerate(zip(places, kernel)):
         row = {"spec": place.spec, "class": place.cls,
+               "kp_oracle_given": register_spec(place.spec) if place.ask_register else None,
+               "skip_register": place.skip_register,
                **{i: None if verdicts[i] is None else verdicts[i].as_json() for i in INTERFACES}}
         if ours is not None:
             row["kp_check"] = ours[index]

@@ -7,9 +7,10 @@
  * Writing one place to /sys/kernel/debug/kp_oracle registers a kprobe there and
  * unregisters it right away:
  *
- *   SYM, SYM+OFF, MOD:SYM+OFF   kp.symbol_name = "[MOD:]SYM", kp.offset = OFF
- *                               (unsigned int, decimal or 0x-hex: kstrtouint base 0)
- *   0xADDR                      kp.addr = ADDR
+ *   ADDR                        kp.addr = ADDR, when kstrtoul(base 0) takes the whole
+ *                               place (0x.. hex, as kprobe_events reads an address)
+ *   SYM, SYM+OFF, MOD:SYM+OFF   else kp.symbol_name = "[MOD:]SYM", kp.offset = OFF
+ *                               (unsigned int: kstrtouint base 0)
  *
  * The write returns register_kprobe()'s negative errno, or the count on success.
  * Reading the file gives the last result as one line:
@@ -36,7 +37,7 @@ static DEFINE_MUTEX(kp_oracle_lock);
 static char kp_oracle_result[80] = "none\n";
 static struct dentry *kp_oracle_file;
 
-/* Fill in kp from "0xADDR" or "[MOD:]SYM[+OFF]"; returns 0 or a negative errno. */
+/* Fill in kp from "ADDR" or "[MOD:]SYM[+OFF]"; returns 0 or a negative errno. */
 static int kp_oracle_parse(char *spec, struct kprobe *kp)
 {
 	unsigned long addr;
@@ -44,10 +45,7 @@ static int kp_oracle_parse(char *spec, struct kprobe *kp)
 	char *plus;
 	int ret;
 
-	if (spec[0] == '0' && (spec[1] == 'x' || spec[1] == 'X')) {
-		ret = kstrtoul(spec, 0, &addr);
-		if (ret)
-			return ret;
+	if (!kstrtoul(spec, 0, &addr)) {
 		kp->addr = (kprobe_opcode_t *)addr;
 		return 0;
 	}

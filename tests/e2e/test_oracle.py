@@ -7,13 +7,16 @@ the pytest tmp dir, next to verdicts.json (every place, both verdicts, kp-check'
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
+import jsonschema
 import pytest
 
 from qemu import oracle
 
 MIN_PLACES = 300
+SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema" / "kp-check.json"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def asked(session, kernel, tmp_path_factory):
     started = time.monotonic()
     places = oracle.generate(session.lab.files, session.guest)
     verdicts = oracle.ask_kernel(session.guest, places)
-    folder = tmp_path_factory.mktemp(f"oracle-{kernel}", numbered=True)
+    folder = tmp_path_factory.mktemp(f"oracle-{kernel}", numbered=False)
     report = oracle.report(kernel, places, verdicts)
     (folder / "report.txt").write_text(report)
     (folder / "verdicts.json").write_text(
@@ -59,15 +62,16 @@ def test_the_kernel_answers_every_place(asked):
 
 def test_kp_check_agrees_with_the_kernel(session, kernel, asked):
     places, verdicts, folder = asked
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     ours = oracle.kp_check_documents(lambda c: session.gdb_cmd(c, timeout=600),
-                                     [p.spec for p in places])
+                                     [p.spec for p in places], validate=validator.validate)
     mismatches = oracle.compare(places, verdicts, ours)
     report = oracle.report(kernel, places, verdicts, mismatches)
     (folder / "report.txt").write_text(report)
     (folder / "verdicts.json").write_text(
         json.dumps(oracle.results_json(kernel, places, verdicts, ours), indent=1) + "\n")
-    print(report)
+    counts = f"{oracle.counts_table(places, verdicts)}(report: {folder / 'report.txt'})"
     if mismatches:
-        pytest.fail(f"{oracle.mismatch_table(mismatches, per_class=12)}\n"
-                    f"{oracle.counts_table(places, verdicts)}\n"
-                    f"(every mismatch: {folder / 'report.txt'})", pytrace=False)
+        pytest.fail(f"{oracle.mismatch_table(mismatches, per_class=12)}\n{counts}",
+                    pytrace=False)
+    print(f"\n{counts}")
