@@ -15,9 +15,22 @@ TARGET = ROOT / "docs" / "commands.md"
 EXAMPLES = {
     "kp-list": "kp-list\nffffffff8189ad74  k  inet_accept+0x14    [OPTIMIZED]\n"
                "ffffffff81354500  k  vfs_statx+0x0    [FTRACE]",
-    "kp-check": "kp-check inet_accept+21\ninet_accept+21 -> inet_accept+0x15 (0xffffffff8189ad75): "
-                "rejected: -EILSEQ (Invalid or incomplete multibyte or wide character): not an "
-                "instruction boundary: inside `sub    $0x10,%rsp` at inet_accept+0x14 (4 bytes)",
+    "kp-check": "kp-check inet_accept+21 _stext+5\n"
+                "inet_accept+21 -> inet_accept+0x15 (0xffffffff8189ad75)\n"
+                "  register_kprobe(): rejected: -EILSEQ (Invalid or incomplete multibyte or wide "
+                "character): not an instruction boundary: inside `sub    $0x10,%rsp` at "
+                "inet_accept+0x14 (4 bytes)\n"
+                "  kprobe_events:     rejected: -EILSEQ (Invalid or incomplete multibyte or wide "
+                "character): not an instruction boundary: inside `sub    $0x10,%rsp` at "
+                "inet_accept+0x14 (4 bytes)\n"
+                "_stext+5 -> startup_64+0x5 (0xffffffff81000005)\n"
+                "  register_kprobe(): rejected: -EILSEQ (Invalid or incomplete multibyte or wide "
+                "character): not an instruction boundary: inside `lea    0x1a03f51(%rip),%rsp   "
+                "     # 0xffffffff82a03f58` at startup_64+0x0 (7 bytes)\n"
+                "  kprobe_events:     rejected: -EINVAL (Invalid argument): no ftrace call site in "
+                "this function: kprobe_events refuses notrace functions (trace_kprobe: \"Could not "
+                "probe notrace function\"); register_kprobe() from a module does not ask\n"
+                "  kallsyms calls this address startup_64 (an alias of _stext at the same address)",
     "kp-where": "kp-where\ncpu0 is handling a kprobe: inet_csk_accept+0x5 (current_kprobe "
                 "0xff11000004c7c900, kprobe_status KPROBE_HIT_ACTIVE)\n  stage: pre-handler",
 }

@@ -21,7 +21,8 @@ diffing: these were the only differences):
 - the same pointers inside code bytes: the optprobe detour buffer loads its optimized_kprobe
   with `movabs $<pointer>,%rdi`, so its bytes hold the pointer little-endian.
 Also replaced, though it does not differ between boots: the lab's cache directory (module
-paths in kp-modules) becomes <cache>, so the files compare under another GDB_KPROBE_CACHE.
+paths in kp-modules) becomes <cache>, so the files compare under another GDB_KPROBE_CACHE, and
+the digest naming the lab modules' build (modules/<digest>/) becomes <sources>.
 Everything else is kept: kernel text, module, ftrace trampoline, optprobe detour and
 single-step slot addresses, flags, handlers, code bytes, nmissed, kretprobe instance counts
 and the trace events' hit counts were the same on every boot under nokaslr (the hit counts
@@ -139,8 +140,11 @@ def mask(text: str) -> str:
         encoded = int(pointer, 16).to_bytes(8, "little").hex()
         for form in (" ".join(encoded[i:i + 2] for i in range(0, 16, 2)), encoded):
             text = text.replace(form, f"<heap-{number}>")
-    # not a boot difference but a machine's: where the lab's cache is (GDB_KPROBE_CACHE)
-    return text.replace(str(kernels.cache_dir()), "<cache>")
+    # not a boot difference but a machine's: where the lab's cache is (GDB_KPROBE_CACHE), and
+    # the build of the lab's modules, named by a digest of qemu/modules/ (a new module there
+    # changes it, not what the commands say)
+    text = text.replace(str(kernels.cache_dir()), "<cache>")
+    return re.sub(r"(/modules/)[0-9a-f]{16}(?=/)", r"\1<sources>", text)
 
 
 # -- recording ---------------------------------------------------------------------------

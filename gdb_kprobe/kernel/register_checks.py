@@ -117,10 +117,12 @@ class RegisterChecker:
             raise Refused(errno.ENOENT, f"{address:#x} is inside no symbol "
                            "(kallsyms_lookup_size_offset)", Place(address, None, 0, 0, None))
         start = address - found.offset
-        if name is not None and (found.offset != offset or
-                                 found.symbol != name.rpartition(":")[2]):
+        if name is not None and found.offset != offset:
             notes.append(f"{name}+{offset:#x} is past the end of {name}: the kernel re-bases "
                          f"it on {found.symbol}+{found.offset:#x}")
+        elif name is not None and found.symbol != name.rpartition(":")[2]:
+            notes.append(f"kallsyms calls this address {found.symbol} (an alias of {name} at "
+                         "the same address)")
         try:
             memory.read(start, len(arch.ENDBR64))
         except KpError:
