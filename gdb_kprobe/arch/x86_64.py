@@ -8,8 +8,8 @@ from __future__ import annotations
 __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
-    "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "REL32_SIZE",
-    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE",
+    "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "REL32_SIZE",
+    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
 ]
 
@@ -48,6 +48,7 @@ KERNEL_CS = 0x10                          # __KERNEL_CS: a pt_regs saved from ke
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"             # IBT: an entry probe goes after it
 NOP5 = bytes.fromhex("0f1f440000")        # ftrace's nop at a module's fentry site
+NOP2, JMP8 = b"\x66\x90", 0xEB           # a static key's short forms (jump_label.c)
 JMP32, CALL32, INT3 = 0xE9, 0xE8, 0xCC    # first bytes of an optprobe jmp, ftrace call, kprobe
 INT3_INSN_SIZE = 1                        # a pre_handler sees regs->ip = addr + this, whatever
                                           # the mechanism (optimized_callback() and
@@ -58,6 +59,23 @@ MCOUNT_INSN_SIZE = 5                      # the fentry call ftrace patches (asm/
 # gen_endbr_poison(), "osp nopl (%rax)", written by apply_seal_endbr() (kernels with IBT)
 ENDBR32 = b"\xf3\x0f\x1e\xfb"
 ENDBR_POISON = b"\x66\x0f\x1f\x00"
+
+_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
+
+
+def is_exception_insn(raw: bytes) -> bool:
+    """is_exception_insn() of arch/x86/kernel/kprobes/core.c: int3, int n, into, int1, or
+    ud0/ud1/ud2 (after any legacy and REX prefixes)."""
+    at = 0
+    while at < len(raw) and raw[at] in _PREFIXES:
+        at += 1
+    if at < len(raw) and 0x40 <= raw[at] <= 0x4F:
+        at += 1
+    opcode = raw[at:at + 2]
+    if opcode[:1] == b"\x0f":
+        return opcode[1:2] in (b"\xff", b"\xb9", b"\x0b")
+    return opcode[:1] in (b"\xcc", b"\xcd", b"\xce", b"\xf1")
+
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
 KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import ftrace, kprobes
 from gdb_kprobe.kernel.places import Place
-from gdb_kprobe.target import disasm
+from gdb_kprobe.target import disasm, layouts, memory
 
-__all__ = ["Boundary", "check", "require_boundary", "EILSEQ"]
+__all__ = ["Boundary", "check", "check_live", "recovered_code", "require_boundary",
+           "inside_ftrace_site", "EILSEQ"]
+
+MAX_INSN_SIZE = 16
 
 EILSEQ = 84
 
@@ -55,3 +60,61 @@ def require_boundary(place: Place) -> disasm.Insn:
     raise KpError(f"{place} is not an instruction boundary: it falls inside `{inside.asm}` at "
                   f"{place.symbol}+{inside.address - start:#x} "
                   f"({len(inside.raw)} bytes); register_kprobe() refuses it with -EILSEQ")
+
+
+def recovered_code(start: int, end: int) -> bytes:
+    """Live bytes of [start, end) with what kprobes and ftrace wrote put back, as the kernel
+    decodes them (recover_probed_instruction()): the ftrace call site as a 5-byte nop, a
+    probe's first byte from kprobe.opcode, the four bytes after it under an optimized
+    probe's jmp from optinsn.copied_insn. The code that boot-time patching changed (return
+    thunks, alternatives, static calls) stays as it runs."""
+    data = bytearray(memory.read(start, end - start))
+    site = ftrace.location_range(start, end - 1)
+    if site is not None and start <= site and site + len(arch.NOP5) <= end:
+        # the ftrace call site reads as the nop it was built as (__recover_probed_insn())
+        data[site - start: site - start + len(arch.NOP5)] = arch.NOP5
+    optimized = layouts.try_layout("struct optimized_kprobe")
+    for bucket in kprobes.read_table().buckets:
+        for entry in bucket.probes:
+            offset = entry.addr - start
+            if entry.ftrace or not -arch.REL32_SIZE < offset < len(data):
+                continue
+            restored = bytes([entry.opcode])
+            if entry.optimized and optimized is not None:
+                address = entry.address - optimized.offset("kp")
+                view = optimized.view(memory.read(address, optimized.size), address)
+                restored += view.bytes("optinsn.copied_insn")
+            for index, byte in enumerate(restored):
+                if 0 <= offset + index < len(data):
+                    data[offset + index] = byte
+    return bytes(data)
+
+
+def check_live(place: Place) -> Boundary:
+    """can_probe() as the kernel runs it: the function decoded from its start in live memory
+    with the probes' bytes recovered, up to the place. An ftrace call site decodes as the
+    5-byte nop it is recovered to (same length)."""
+    if place.symbol is None:
+        raise KpError(f"{place.address:#x} is in no known function; cannot decode from a "
+                      "function start")
+    start = place.address - place.offset
+    end = place.address + MAX_INSN_SIZE
+    try:
+        data = recovered_code(start, end)
+    except KpError:                        # the function ends a mapped page: stop there
+        end = (place.address | 0xFFF) + 1
+        data = recovered_code(start, end)
+    insns = disasm.from_bytes(start, data, place.address)
+    for insn in insns:
+        if insn.address == place.address:
+            return Boundary(True, insn, insns)
+        if insn.address < place.address < insn.address + len(insn.raw):
+            return Boundary(False, insn, insns)
+    return Boundary(False, None, insns)
+
+
+def inside_ftrace_site(address: int) -> bool:
+    """Inside an ftrace call site but not at its start: the kernel cannot recover the
+    original there (__recover_probed_insn())."""
+    site = ftrace.location_range(address, address)
+    return site is not None and site != address

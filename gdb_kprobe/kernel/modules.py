@@ -26,6 +26,7 @@ class Module:
     name: str
     state: int
     ranges: list[tuple[int, int]]       # (base, size) of each memory region
+    text_ranges: list[tuple[int, int]]  # the text regions (core and init text)
     kallsyms: int                       # struct mod_kallsyms *
     _symtab: list[tuple[int, int, int]] | None = None   # (value, name offset, shndx)
     _strtab: int = 0
@@ -66,8 +67,8 @@ class Module:
                    if shndx != SHN_UNDEF and name_off and self._name(name_off) == name)
 
     def text_contains(self, address: int) -> bool:
-        """Module text: the first region (core text) is where code lives on 6.1 and 6.4+."""
-        return bool(self.ranges) and self.ranges[0][0] <= address < sum(self.ranges[0])
+        """__module_text_address(): in the module's core or init text."""
+        return any(base <= address < base + size for base, size in self.text_ranges)
 
     def address_of(self, name: str) -> int | None:
         if self._symtab is None:
@@ -97,31 +98,38 @@ def _is_mapping_symbol(name: str) -> bool:
     return name.startswith("$") or (name.startswith(".L") and len(name) > 2)
 
 
-def _ranges(view: layouts.View) -> list[tuple[int, int]]:
+def _ranges(view: layouts.View) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(every memory region, the text regions) of a `struct module`, as (base, size)."""
     layout = view.layout
-    ranges = []
+    ranges: list[tuple[int, int]] = []
+    text: list[tuple[int, int]] = []
     # module.mem[MOD_MEM_NUM_TYPES]: ac3b43283923 "module: replace module_layout with
     # module_memory" (v6.4); before it core_layout and init_layout, and data_layout as a
     # member only with CONFIG_ARCH_WANTS_MODULES_DATA_IN_VMALLOC (01dc0386efb7, v5.19)
     if layout.has_field("mem"):
         mem = layout.field("mem")
         element = mem.type.strip_typedefs().target().strip_typedefs()
-        base_off = mem.offset + layouts.Layout("struct module_memory", element).offset("base")
-        size_off = mem.offset + layouts.Layout("struct module_memory", element).offset("size")
+        member = layouts.Layout("struct module_memory", element)
+        text_types = {layouts.enum_value("enum mod_mem_type", name)
+                      for name in ("MOD_TEXT", "MOD_INIT_TEXT")}
         for index in range(mem.size // element.sizeof):
-            step = index * element.sizeof
-            base = struct.unpack_from("<Q", view.data, base_off + step)[0]
-            size = struct.unpack_from("<I", view.data, size_off + step)[0]
+            step = mem.offset + index * element.sizeof
+            base = struct.unpack_from("<Q", view.data, step + member.offset("base"))[0]
+            size = struct.unpack_from("<I", view.data, step + member.offset("size"))[0]
             if base and size:
                 ranges.append((base, size))
-        return ranges
+                if index in text_types:          # __module_text_address()
+                    text.append((base, size))
+        return ranges, text
     for region in ("core_layout", "init_layout", "data_layout"):   # 6.1
         if layout.has_field(region):
             base = view.ptr(f"{region}.base")
             size = view.int(f"{region}.size")
             if base and size:
                 ranges.append((base, size))
-    return ranges
+                if region != "data_layout":      # text_size: the text at the region's start
+                    text.append((base, view.int(f"{region}.text_size")))
+    return ranges, text
 
 
 def read_modules() -> lists.Walk[Module]:
@@ -129,8 +137,9 @@ def read_modules() -> lists.Walk[Module]:
     layout = layouts.layout("struct module")
 
     def decode(view: layouts.View) -> Module:
+        ranges, text = _ranges(view)
         return Module(address=view.address, name=view.string("name"), state=view.int("state"),
-                      ranges=_ranges(view),
+                      ranges=ranges, text_ranges=text,
                       # module.kallsyms exists with CONFIG_KALLSYMS only
                       kallsyms=view.ptr("kallsyms") if layout.has_field("kallsyms") else 0)
 

@@ -7,9 +7,11 @@ s32 displacements to their sites, and their file bytes are what the kernel was b
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 from gdb_kprobe import arch
-from gdb_kprobe.target import layouts, symbols
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.target import layouts, memory, symbols
 
 __all__ = ["is_jump_label", "is_static_call", "is_bug"]
 
@@ -27,24 +29,35 @@ def _entries(start_symbol: str, stop_symbol: str) -> tuple[int, bytes] | None:
 
 
 def _in_patch_site(start: str, stop: str, entry_size: int, site_size: int,
-                   address: int) -> bool:
+                   address: int, size_of: Callable[[int], int] | None = None) -> bool:
     """Does `address` fall in a code site listed in a table of entries whose first field is
-    an s32 displacement to the site (__jump_table, static_call_sites)?"""
+    an s32 displacement to the site (__jump_table, static_call_sites)? `site_size` is the
+    largest a site can be; `size_of(site)` tells a site's own size where they differ."""
     found = _entries(start, stop)
     if found is None:
         return False
     base, data = found
     for offset in range(0, len(data) - entry_size + 1, entry_size):
         site = base + offset + struct.unpack_from("<i", data, offset)[0]
-        if site <= address < site + site_size:
+        if site <= address < site + site_size and \
+                (size_of is None or address < site + size_of(site)):
             return True
     return False
 
 
 def is_jump_label(address: int) -> bool:
-    """jump_label_text_reserved(): inside a static key's 5-byte nop/jmp."""
+    """jump_label_text_reserved(): inside a static key's nop or jmp, 2 or 5 bytes as the
+    code there has it now (arch_jump_entry_size() decodes it)."""
     return _in_patch_site("__start___jump_table", "__stop___jump_table", JUMP_ENTRY_SIZE,
-                          arch.REL32_SIZE, address)
+                          arch.REL32_SIZE, address, _jump_size)
+
+
+def _jump_size(site: int) -> int:
+    try:
+        head = memory.read(site, 2)
+    except KpError:
+        return arch.REL32_SIZE
+    return 2 if head[0] == arch.JMP8 or head == arch.NOP2 else arch.REL32_SIZE
 
 
 def is_static_call(address: int) -> bool:

@@ -19,7 +19,7 @@ from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import blacklist, decode, ftrace, kprobes, patchsites, places
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.places import Place
-from gdb_kprobe.target import disasm, memory, symbols
+from gdb_kprobe.target import disasm, inlines, memory, symbols
 
 __all__ = ["Answer", "Refused", "Registered", "RegisterChecker"]
 
@@ -181,21 +181,47 @@ class RegisterChecker:
 
     @staticmethod
     def _prepare(place: Place) -> list[str]:
-        """prepare_kprobe(): ftrace-based at an fentry site, else can_probe()."""
+        """prepare_kprobe(): ftrace-based at an fentry site, else arch_prepare_kprobe():
+        can_probe() on the live code (-EILSEQ off a boundary, and on an exception
+        instruction where the kernel's can_probe() inlines is_exception_insn()), then
+        __copy_instruction() refuses an int3 it cannot recover (-EINVAL)."""
         if ftrace.location_range(place.address, place.address) == place.address:
             return ["ftrace-based: this is the function's fentry call site (KPROBE_FLAG_FTRACE); "
                     "no int3, never optimized"]
-        boundary = decode.check(place)
+        boundary = decode.check_live(place)
+        start = place.address - place.offset
         if not boundary.ok:
             inside = boundary.insn
-            start = place.address - place.offset
             raise Refused(errno.EILSEQ, (
-                f"not an instruction boundary: inside `{inside.asm}` at "
+                f"not an instruction boundary: inside {_described(inside)} at "
                 f"{place.symbol}+{inside.address - start:#x} ({len(inside.raw)} bytes)"
                 if inside else "past the function's decoded instructions"), place)
-        likely, why = _optimizable(place, boundary.function_insns)
+        insn = boundary.insn
+        if arch.is_exception_insn(insn.raw) and inlines.inlined_into("can_probe",
+                                                                     "is_exception_insn"):
+            raise Refused(errno.EILSEQ, f"`{insn.asm}` is an exception instruction "
+                          "(can_probe(): is_exception_insn())", place)
+        if insn.raw[:1] == bytes([arch.INT3]):
+            raise Refused(errno.EINVAL, "an int3 no kprobe put there (padding after a patched "
+                          "return, or another subsystem's breakpoint): __copy_instruction() "
+                          "cannot recover what it replaced", place)
+        try:
+            function_insns = decode.check(place).function_insns
+        except KpError as exc:
+            return [f"int3 kprobe; optimizability unknown: {exc}"]
+        likely, why = _optimizable(place, function_insns)
         return [f"int3 kprobe; {'likely optimizable into a jmp (optprobe)' if likely else 'not optimizable'}"
                 f": {why}"]
+
+
+def _described(insn: disasm.Insn) -> str:
+    """An instruction as the kernel decodes it, named for what it stands for where the live
+    bytes are a stand-in: the ftrace call site, a sealed endbr64."""
+    if ftrace.location_range(insn.address, insn.address) == insn.address:
+        return "the ftrace call site (`call __fentry__` in the vmlinux; decoded as a 5-byte nop)"
+    if insn.raw == arch.ENDBR_POISON:
+        return f"`{insn.asm}`, the nop that seals an unused endbr64 (IBT)"
+    return f"`{insn.asm}`"
 
 
 def _optimizable(place: Place, insns: list[disasm.Insn]) -> tuple[bool, str]:

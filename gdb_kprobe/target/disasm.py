@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import gdb
 
@@ -17,7 +17,7 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import context, dump, memory, symbols
 
-__all__ = ["Insn", "live", "original"]
+__all__ = ["Insn", "live", "original", "from_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,34 +58,54 @@ def _from_target_memory() -> Iterator[bool]:
     if not dump.reads_through_page_tables():
         yield False
         return
-    name = _architecture().name()
-    disassembler, ours = _target_memory_disassembler()
-    replaced = disassembler.register_disassembler(ours, name)
-    try:
+    with _reading_from(memory.read):
         yield True
+
+
+@contextlib.contextmanager
+def _reading_from(reader: Callable[[int, int], bytes]) -> Iterator[None]:
+    """gdb's own disassembler fed from `reader(address, length)`, registered only around
+    one call. (gdb 13's builtin_disassemble ignores its memory_source argument; a
+    DisassembleInfo whose read_memory is overridden works on gdb 13 and later alike.)"""
+    disassembler = importlib.import_module("gdb.disassembler")   # gdb.disassembler is the C one
+
+    class ReaderInfo(disassembler.DisassembleInfo):
+        def read_memory(self, length: int, offset: int) -> bytes:
+            address = arch.u64(self.address + offset)     # gdb passes it signed
+            try:
+                return reader(address, length)
+            except KpError as exc:
+                raise gdb.MemoryError(str(exc)) from None
+
+    class ReaderDisassembler(disassembler.Disassembler):
+        def __call__(self, info):
+            return disassembler.builtin_disassemble(ReaderInfo(info))
+
+    name = _architecture().name()
+    replaced = disassembler.register_disassembler(ReaderDisassembler("gdb-kprobe"), name)
+    try:
+        yield
     finally:
         disassembler.register_disassembler(replaced, name)
 
 
-def _target_memory_disassembler():
-    """gdb's own disassembler fed from memory.read(), registered only around one call.
-    (gdb 13's builtin_disassemble ignores its memory_source argument; a DisassembleInfo
-    whose read_memory is overridden works on gdb 13 and later alike.)"""
-    disassembler = importlib.import_module("gdb.disassembler")   # gdb.disassembler is the C one
+def from_bytes(start: int, data: bytes, end: int) -> list[Insn]:
+    """The instructions starting in [start, end] of code whose bytes from `start` are
+    `data` (which must reach an instruction's length past `end`): code as the kernel
+    decodes it, e.g. live text with the bytes kprobes replaced put back."""
+    def reader(address: int, length: int) -> bytes:
+        at = address - start
+        if at < 0 or at + length > len(data):
+            raise KpError(f"cannot read {length} bytes at {address:#x}: past the code given")
+        return data[at: at + length]
 
-    class TargetMemoryInfo(disassembler.DisassembleInfo):
-        def read_memory(self, length: int, offset: int) -> bytes:
-            address = arch.u64(self.address + offset)     # gdb passes it signed
-            try:
-                return memory.read(address, length)
-            except KpError as exc:
-                raise gdb.MemoryError(str(exc)) from None
-
-    class TargetMemory(disassembler.Disassembler):
-        def __call__(self, info):
-            return disassembler.builtin_disassemble(TargetMemoryInfo(info))
-
-    return disassembler, TargetMemory("gdb-kprobe dump memory")
+    with _reading_from(reader):
+        try:
+            found = _architecture().disassemble(start, end_pc=end)
+        except gdb.MemoryError as exc:
+            raise KpError(f"cannot decode the code at {start:#x}: {exc}") from None
+    return [Insn(entry["addr"], reader(entry["addr"], entry["length"]), entry["asm"])
+            for entry in found]
 
 
 def live(address: int, count: int = 1, end: int | None = None) -> list[Insn]:

@@ -14,7 +14,8 @@ import gdb
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import cache
 
-__all__ = ["Member", "Layout", "View", "layout", "try_layout", "lookup_type", "printable"]
+__all__ = ["Member", "Layout", "View", "layout", "try_layout", "lookup_type", "enum_value",
+           "printable"]
 
 
 def lookup_type(name: str) -> gdb.Type:
@@ -190,6 +191,15 @@ def printable(text: str) -> str:
 def layout(name: str) -> Layout:
     """The layout of a type by name (`struct kprobe`), until the symbol files change."""
     return Layout(name, lookup_type(name))
+
+
+@cache.cache_until(*cache.OBJFILE)
+def enum_value(type_name: str, enumerator: str) -> int:
+    """The value of an enumerator (`MOD_TEXT` of `enum mod_mem_type`) from DWARF."""
+    for field in lookup_type(type_name).strip_typedefs().fields():
+        if field.name == enumerator:
+            return int(field.enumval)
+    raise KpError(f"`{type_name}` has no enumerator {enumerator} in this kernel's debug info")
 
 
 def try_layout(name: str) -> Layout | None:
