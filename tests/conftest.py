@@ -50,16 +50,21 @@ class Session(Attached):
         """An offset inside `function` that is not an instruction boundary: one byte into the
         first instruction of 2+ bytes at or after `at_least`, from the vmlinux file's code
         (live text has probes in it). Derived, not written down: code moves between builds."""
-        self.gdb_cmd("set trust-readonly-sections on")
-        try:
-            listing = self.gdb_cmd(f"x/24i {function}")
-        finally:
-            self.gdb_cmd("set trust-readonly-sections off")
-        offsets = [int(m) for m in re.findall(rf"<{re.escape(function)}\+(\d+)>:", listing)]
+        offsets = self.file_offsets(function, 24)
         for start, following in zip(offsets, offsets[1:]):
             if start >= at_least and following - start >= 2:
                 return start + 1
-        raise AssertionError(f"no instruction of 2+ bytes in {function}:\n{listing}")
+        raise AssertionError(f"no instruction of 2+ bytes in {function}: offsets {offsets}")
+
+    def file_offsets(self, function: str, count: int) -> list[int]:
+        """The offsets of the first `count` instructions of `function` in the vmlinux file
+        (live text has probes in it)."""
+        self.gdb_cmd("set trust-readonly-sections on")
+        try:
+            listing = self.gdb_cmd(f"x/{count}i {function}")
+        finally:
+            self.gdb_cmd("set trust-readonly-sections off")
+        return [int(m) for m in re.findall(rf"<{re.escape(function)}\+(\d+)>:", listing)]
 
     def list_pair(self) -> tuple[str, str]:
         """(debugfs list, kp-list) taken at the same stop: the list before and after the

@@ -41,10 +41,15 @@ def check(place: Place) -> Boundary:
     insns = disasm.original(start, count=None, end=end) if place.module is None else None
     if insns is None:
         insns = disasm.live(start, count=None, end=end)
+    return _boundary_at(place.address, insns)
+
+
+def _boundary_at(address: int, insns: list[disasm.Insn]) -> Boundary:
+    """Is `address` where one of `insns` starts, or inside one?"""
     for insn in insns:
-        if insn.address == place.address:
+        if insn.address == address:
             return Boundary(True, insn, insns)
-        if insn.address < place.address < insn.address + len(insn.raw):
+        if insn.address < address < insn.address + len(insn.raw):
             return Boundary(False, insn, insns)
     return Boundary(False, None, insns)
 
@@ -105,12 +110,7 @@ def check_live(place: Place) -> Boundary:
         end = (place.address | 0xFFF) + 1
         data = recovered_code(start, end)
     insns = disasm.from_bytes(start, data, place.address)
-    for insn in insns:
-        if insn.address == place.address:
-            return Boundary(True, insn, insns)
-        if insn.address < place.address < insn.address + len(insn.raw):
-            return Boundary(False, insn, insns)
-    return Boundary(False, None, insns)
+    return _boundary_at(place.address, insns)
 
 
 def inside_ftrace_site(address: int) -> bool:

@@ -22,12 +22,7 @@ PRINT = re.compile(r"kp_lab_sample: pre <(\S+)> p->addr=0x(\w+) ip=0x(\w+) flags
 
 def places_by_mechanism(session) -> dict[str, str]:
     """One place per mechanism in FUNCTION, as kp-check predicts it."""
-    session.gdb_cmd("set trust-readonly-sections on")
-    try:
-        listing = session.gdb_cmd(f"x/40i {FUNCTION}")
-    finally:
-        session.gdb_cmd("set trust-readonly-sections off")
-    offsets = [int(m) for m in re.findall(rf"<{FUNCTION}\+(\d+)>:", listing)]
+    offsets = session.file_offsets(FUNCTION, 40)
     specs = [f"{FUNCTION}+{offset}" for offset in offsets]
     document = json.loads(session.gdb_cmd("kp-check --json " + " ".join(specs)))
     found: dict[str, str] = {"ftrace": FUNCTION}      # its entry: the fentry call site
