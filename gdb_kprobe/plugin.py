@@ -11,7 +11,7 @@ from gdb_kprobe.commands.kp_kaslr import KpKaslr
 from gdb_kprobe.commands.kp_list import KpList
 from gdb_kprobe.commands.kp_locals import KpLocals
 from gdb_kprobe.commands.kp_modules import KpModules
-from gdb_kprobe.commands.kp_prefix import KpPrefix
+from gdb_kprobe.commands.kp_prefix import KpPrefix, KpSubcommand
 from gdb_kprobe.commands.kp_show import KpShow
 from gdb_kprobe.commands.kp_sim import KpSim
 from gdb_kprobe.commands.kp_where import KpWhere
@@ -35,6 +35,8 @@ def load() -> None:
     parameters.register()
     KpPrefix()
     _commands.extend(command() for command in COMMANDS)
+    for command in _commands:          # `kp list` = `kp-list`
+        KpSubcommand(command)
     unwind.register()
     framefilter.register()
     finish.register()

@@ -105,10 +105,30 @@ class KpCommand(gdb.Command):
                                "(`set kp-debug on` shows the traceback)") from None
 
     def complete(self, text: str, word: str):
-        if word is not None and word.startswith("-"):
-            flags = [opt for action in self.parser._actions for opt in action.option_strings]
-            return sorted(opt for opt in flags if opt.startswith(word))
+        """Options and their values from the parser; anything else by the command. gdb cuts
+        `word` at characters such as `-`, so the token is taken from `text` and each
+        completion is given from where `word` starts."""
+        tokens = text.split(" ")
+        current = tokens[-1]
+        cut = len(current) - len(word or "")
+        previous = next((token for token in reversed(tokens[:-1]) if token), None)
+        wanting = self._option_wanting_value(previous)
+        if wanting is not None:
+            return [choice[cut:] for choice in map(str, wanting.choices or ())
+                    if choice.startswith(current)] or gdb.COMPLETE_NONE
+        if current.startswith("-"):
+            flags = {opt for action in self.parser._actions for opt in action.option_strings}
+            return sorted(opt[cut:] for opt in flags if opt.startswith(current))
         return self.complete_argument(text, word)
+
+    def _option_wanting_value(self, token: str | None):
+        """The parser action of `token` when it is an option that takes a value."""
+        if not token or not token.startswith("-"):
+            return None
+        for action in self.parser._actions:
+            if token in action.option_strings and action.nargs != 0:
+                return action
+        return None
 
     def complete_argument(self, text: str, word: str):
         return gdb.COMPLETE_NONE

@@ -24,6 +24,9 @@ class KpBlacklist(KpCommand):
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
         found = blacklist.listing(args.pattern)
+        if args.pattern and not found.rows:
+            gdb.write(f"kp-blacklist: no entry's symbol contains `{args.pattern}` (of "
+                      f"{found.total} entries)\n")
         gdb.write(render.blacklist(found.rows, found.damage))
 
     def complete_argument(self, text, word):

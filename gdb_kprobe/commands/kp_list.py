@@ -41,11 +41,17 @@ class KpList(KpCommand):
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
         row_filter = kprobes_list.RowFilter(args.symbol, args.module, args.type)
-        rows = kprobes_list.listing(args.verbose, row_filter).rows
+        report = kprobes_list.listing(args.verbose, row_filter)
+        rows = report.rows
         last_list.remember([row.probe.addr for row in rows
                             if isinstance(row, kprobes_list.ProbeRow)])
         if args.json:
             gdb.write(jsonout.dumps(jsonout.probe_list(rows)))
+        elif row_filter and not any(isinstance(row, kprobes_list.ProbeRow) for row in rows):
+            # unfiltered, an empty list is what debugfs prints: nothing
+            gdb.write(f"kp-list: no probe matches {row_filter.describe()} (of "
+                      f"{report.registered} registered)\n")
+            gdb.write(render.probe_list(rows))          # damage notes, if any
         else:
             gdb.write(render.probe_list(rows, numbered=args.numbered, palette=palette()))
 

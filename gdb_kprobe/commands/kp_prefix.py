@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gdb
 
-__all__ = ["KpPrefix"]
+__all__ = ["KpPrefix", "KpSubcommand"]
 
 
 class KpPrefix(gdb.Command):
@@ -27,10 +27,26 @@ Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
 Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines
 (set kp-unwind off to compare), and `finish` follows the task when it moves to another CPU.
 
-Each command has `help <command>` and `<command> --help`."""
+Each command has `help <command>` and `<command> --help`; `kp list` is `kp-list`, and so on."""
 
     def __init__(self) -> None:
         super().__init__("kp", gdb.COMMAND_DATA, prefix=True)
 
     def invoke(self, argument, from_tty):
         gdb.write(self.__doc__ + "\n")
+
+
+class KpSubcommand(gdb.Command):
+    """`kp list` for `kp-list` and so on: a real gdb subcommand of `kp` (so `help kp` lists
+    them), which runs and completes as the kp-* command does."""
+
+    def __init__(self, command: gdb.Command) -> None:
+        self.command = command
+        self.__doc__ = command.__doc__
+        super().__init__(f"kp {command.name[len('kp-'):]}", gdb.COMMAND_DATA)
+
+    def invoke(self, argument, from_tty):
+        self.command.invoke(argument, from_tty)
+
+    def complete(self, text, word):
+        return self.command.complete(text, word)

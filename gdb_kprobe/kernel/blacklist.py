@@ -25,6 +25,7 @@ class Listing:
 
     rows: list[tuple[BlacklistEntry, Location | None]]
     damage: list[str]
+    total: int                     # entries before the pattern
 
 
 def read_blacklist() -> lists.Walk[BlacklistEntry]:
@@ -44,7 +45,7 @@ def listing(pattern: str | None = None) -> Listing:
     rows = [(entry, symbolizer.lookup(entry.start)) for entry in walk.items]
     if pattern:
         rows = [(entry, found) for entry, found in rows if found and pattern in found.symbol]
-    return Listing(rows, [walk.damage] if walk.damage else [])
+    return Listing(rows, [walk.damage] if walk.damage else [], len(walk.items))
 
 
 def blacklisted(address: int, blacklist: list[BlacklistEntry], symbolizer: Symbolizer) -> bool:

@@ -68,6 +68,7 @@ class Damage:
 @dataclasses.dataclass
 class Report:
     rows: list[ProbeRow | Damage]
+    registered: int | None = None          # probes before filtering (kp-list's filters)
 
     @property
     def probes(self) -> list[ProbeRow]:
@@ -143,6 +144,16 @@ def details_for(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolize
 class RowFilter:
     """kp-list's filters: a symbol substring, a module (location or owner), a kind."""
 
+    def __bool__(self) -> bool:
+        return bool(self.symbol or self.module or self.kind)
+
+    def describe(self) -> str:
+        """The filters in words, for "nothing matched"."""
+        parts = [f"a symbol containing `{self.symbol}`" if self.symbol else "",
+                 f"module {self.module}" if self.module else "",
+                 {"k": "kprobes", "r": "return probes"}.get(self.kind or "", "")]
+        return ", ".join(part for part in parts if part)
+
     symbol: str | None = None
     module: str | None = None
     kind: str | None = None              # "k" or "r"
@@ -170,4 +181,4 @@ def listing(verbose: bool, row_filter: RowFilter) -> Report:
         for row in rows:
             if isinstance(row, ProbeRow):
                 row.details = None
-    return Report(rows)
+    return Report(rows, len(result.probes))

@@ -91,9 +91,9 @@ def test_load_registers_everything_once(fake_gdb):
     from gdb_kprobe import plugin
     plugin.load()
     plugin.load()                        # a second `source gdbinit.py` adds nothing
-    assert sorted(made["command"]) == sorted(["kp", "kp-list", "kp-show", "kp-modules",
-                                              "kp-sim", "kp-check", "kp-blacklist",
-                                              "kp-kaslr", "kp-locals", "kp-where"])
+    names = ["list", "show", "modules", "sim", "check", "blacklist", "kaslr", "locals", "where"]
+    assert sorted(made["command"]) == sorted(["kp"] + [f"kp-{name}" for name in names]
+                                             + [f"kp {name}" for name in names])
     assert made["parameter"] == ["kp-debug", "kp-color", "kp-unwind"]
     assert len(made["unwinder"]) == 1 and "gdb-kprobe" in fake_gdb.frame_filters
     # the cache registry connects each gdb event once; the hooks add their own
