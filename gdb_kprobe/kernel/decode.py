@@ -15,8 +15,7 @@ from gdb_kprobe.kernel import ftrace, kprobes
 from gdb_kprobe.kernel.places import Place
 from gdb_kprobe.target import disasm, layouts, memory
 
-__all__ = ["Boundary", "check", "check_live", "recovered_code", "require_boundary",
-           "inside_ftrace_site", "EILSEQ"]
+__all__ = ["Boundary", "check", "check_live", "recovered_code", "require_boundary", "EILSEQ"]
 
 MAX_INSN_SIZE = 16
 
@@ -111,10 +110,3 @@ def check_live(place: Place) -> Boundary:
         data = recovered_code(start, end)
     insns = disasm.from_bytes(start, data, place.address)
     return _boundary_at(place.address, insns)
-
-
-def inside_ftrace_site(address: int) -> bool:
-    """Inside an ftrace call site but not at its start: the kernel cannot recover the
-    original there (__recover_probed_insn())."""
-    site = ftrace.location_range(address, address)
-    return site is not None and site != address
