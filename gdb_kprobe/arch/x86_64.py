@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
-    "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "REL32_SIZE",
+    "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "MAX_INSN_SIZE", "REL32_SIZE",
     "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
 ]
@@ -50,6 +50,7 @@ ENDBR64 = b"\xf3\x0f\x1e\xfa"             # IBT: an entry probe goes after it
 NOP5 = bytes.fromhex("0f1f440000")        # ftrace's nop at a module's fentry site
 NOP2, JMP8 = b"\x66\x90", 0xEB           # a static key's short forms (jump_label.c)
 JMP32, CALL32, INT3 = 0xE9, 0xE8, 0xCC    # first bytes of an optprobe jmp, ftrace call, kprobe
+MAX_INSN_SIZE = 15                         # asm/insn.h MAX_INSN_SIZE
 INT3_INSN_SIZE = 1                        # a pre_handler sees regs->ip = addr + this, whatever
                                           # the mechanism (optimized_callback() and
                                           # kprobe_ftrace_handler() set it so too)

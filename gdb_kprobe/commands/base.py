@@ -14,7 +14,10 @@ import gdb
 
 from gdb_kprobe import options
 from gdb_kprobe.errors import KpError, KpUsageError
-from gdb_kprobe.target import context
+from gdb_kprobe.kernel import place_names
+from gdb_kprobe.kernel.kallsyms import Symbolizer
+from gdb_kprobe.target import context, terminal
+from gdb_kprobe.target import guards as target_guards
 from gdb_kprobe.ui.colour import PLAIN, Palette
 
 __all__ = ["KpArgumentParser", "KpCommand", "palette"]
@@ -62,7 +65,13 @@ class KpCommand(gdb.Command):
                                  "and schema: docs/json.md")
 
     def _doc(self) -> str:
-        text = self.summary + "\n\n" + self.parser.format_help()
+        # gdb's help prints the summary first: the usage below must not repeat it
+        description, self.parser.description = self.parser.description, None
+        try:
+            usage = self.parser.format_help()
+        finally:
+            self.parser.description = description
+        text = self.summary + "\n\n" + usage
         if self.mirrors:
             text += f"\nMirrors {self.mirrors}."
         return text
@@ -86,7 +95,8 @@ class KpCommand(gdb.Command):
         except gdb.GdbError:
             raise
         except KeyboardInterrupt:
-            raise gdb.GdbError(f"{self.name}: interrupted") from None
+            # Ctrl-C, or `q` at the pager: gdb prints its own "Quit", as for its commands
+            raise
         except gdb.MemoryError as exc:
             raise gdb.GdbError(f"{self.name}: cannot read target memory: {exc}") from None
         except gdb.error as exc:
@@ -133,6 +143,27 @@ class KpCommand(gdb.Command):
     def complete_argument(self, text: str, word: str):
         return gdb.COMPLETE_NONE
 
+    @staticmethod
+    def complete_place(text: str, word: str):
+        """A place: kernel text symbols, `module:symbol`, `symbol+offset` at instruction
+        boundaries (kernel/place_names.py); module names only while the target is stopped.
+        Completion never fails loudly: anything unreadable just completes less."""
+        current = text.split(" ")[-1]
+        cut = len(current) - len(word or "")
+        if gdb.current_progspace().filename is None:
+            return gdb.COMPLETE_NONE
+        try:
+            try:
+                target_guards.require_stopped_target()
+                symbolizer: Symbolizer | None = Symbolizer()
+            except KpError:
+                symbolizer = None
+            with context.language_c():
+                found = place_names.complete(current, symbolizer)
+        except (KpError, gdb.error, ValueError):
+            return gdb.COMPLETE_NONE
+        return [name[cut:] for name in found] or gdb.COMPLETE_NONE
+
     def check_args(self, args: argparse.Namespace) -> None:
         """Refuse argument combinations before any guard looks at the target."""
 
@@ -141,12 +172,15 @@ class KpCommand(gdb.Command):
 
 
 def palette() -> Palette:
-    """The palette the user's settings ask for (pwndbg's theme when pwndbg is loaded)."""
-    if os.environ.get("NO_COLOR"):
-        return PLAIN
+    """The palette the user's settings ask for (pwndbg's theme when pwndbg is loaded).
+
+    `set kp-color auto` colours only when gdb would style its own output now (not in a
+    `pipe`, not with TERM=dumb, ...: target/terminal.py) and pwndbg's `disable-colors` is
+    off; `on` always colours; NO_COLOR turns colour off whatever the setting."""
     settings = options.current
-    styled = context.gdb_styling() if settings.colour == "auto" else settings.colour == "on"
+    if os.environ.get("NO_COLOR") or settings.colour == "off":
+        return PLAIN
     theme = settings.theme() if settings.theme is not None else None
-    if theme is None:
-        return Palette(styled)
-    return Palette(theme.enabled if settings.colour == "auto" else styled, theme.roles)
+    styled = settings.colour == "on" or (terminal.gdb_would_style()
+                                         and (theme is None or theme.enabled))
+    return Palette(styled, theme.roles if theme is not None else None)

@@ -30,4 +30,4 @@ class KpBlacklist(KpCommand):
         gdb.write(render.blacklist(found.rows, found.damage))
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)

@@ -37,4 +37,4 @@ class KpCheck(KpCommand):
             gdb.write("".join(render.verdict(result) for result in results))
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)

@@ -56,4 +56,4 @@ class KpList(KpCommand):
             gdb.write(render.probe_list(rows, numbered=args.numbered, palette=palette()))
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)

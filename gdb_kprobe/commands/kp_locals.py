@@ -44,4 +44,4 @@ class KpLocals(KpCommand):
             gdb.write(render_stop.locals_report(report))
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)

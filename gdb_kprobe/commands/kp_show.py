@@ -37,7 +37,7 @@ class KpShow(KpCommand):
             gdb.write(render.probe_anatomy(found, palette()))
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)
 
 
 def _address_of(place: str) -> int:

@@ -58,7 +58,7 @@ class KpSim(KpCommand):
         gdb.write(f"kp-sim: {done} hit(s) reported; breakpoints removed.\n")
 
     def complete_argument(self, text, word):
-        return gdb.COMPLETE_SYMBOL
+        return self.complete_place(text, word)
 
 
 def _positive(text: str) -> int:

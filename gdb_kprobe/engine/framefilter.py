@@ -10,7 +10,26 @@ from gdb_kprobe.engine import unwind
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import frame_labels
 
-__all__ = ["KprobeFrameFilter", "register"]
+__all__ = ["KprobeFrameFilter", "register", "label_of", "code_name"]
+
+
+def label_of(frame: gdb.Frame) -> str | None:
+    """The label our unwinders gave this frame (`<kprobe: ...>`, `[probed at ...]`), or
+    None for an ordinary frame or with `set kp-unwind off`. `bt` shows it through the
+    frame filter below, pwndbg's backtrace pane through integration/pwndbg_backtrace.py."""
+    if not unwind.enabled():
+        return None
+    try:
+        return frame_labels.get(frame_labels.key_of(frame))
+    except gdb.error:
+        return None
+
+
+def code_name(pc: int) -> str:
+    """A name for code without a DWARF function (entry asm, trampolines), from the ELF
+    symbols as bt names it; "??" when no symbol covers pc."""
+    found = Symbolizer().lookup(pc)
+    return found.symbol if found else "??"
 
 
 class _Marked(FrameDecorator):
@@ -22,8 +41,7 @@ class _Marked(FrameDecorator):
         name = super().function()
         if isinstance(name, int) or not name or name in ("??", "???"):
             # asm code has no DWARF function: name it from the ELF symbols, as bt does
-            found = Symbolizer().lookup(self.inferior_frame().pc())
-            name = found.symbol if found else "??"
+            name = code_name(self.inferior_frame().pc())
         return f"{name} {self._label}" if self._label else name
 
 
@@ -36,14 +54,7 @@ class KprobeFrameFilter:
 
     def filter(self, frames):
         for decorator in frames:
-            frame = decorator.inferior_frame()
-            try:
-                key = frame_labels.key_of(frame)
-            except gdb.error:
-                yield decorator
-                continue
-            label = frame_labels.get(key) if unwind.enabled() else None
-            yield _Marked(decorator, label)
+            yield _Marked(decorator, label_of(decorator.inferior_frame()))
 
 
 _filter: KprobeFrameFilter | None = None

@@ -15,7 +15,8 @@ What it changes in pwndbg:
 - `pwndbg [filter]` lists our kp-* commands under its Kernel category. gdb already has
   the commands (KpCommand), so pwndbg gets plain listing entries, not pwndbg Command
   objects (creating those would register each command with gdb a second time).
-- Nothing about its context display: our before_prompt hook runs before pwndbg's
+- Its backtrace pane shows our frame labels (integration/pwndbg_backtrace.py), as `bt`
+  does. Nothing else in its context display: our before_prompt hook runs before pwndbg's
   gdb.prompt_hook (gdb emits the event first) and we never set gdb.prompt_hook.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Callable, NamedTuple
 import gdb
 
 from gdb_kprobe import options
+from gdb_kprobe.integration import pwndbg_backtrace
 
 __all__ = ["Theme", "notes", "loaded", "attached", "attach", "theme", "register"]
 
@@ -41,7 +43,7 @@ _ROLES: dict[str, tuple[str, ...]] = {
                "pwndbg.gdblib.nearpc.c.symbol"),
 }
 
-_state: dict = {"attached": False, "listing": None}
+_state: dict = {"attached": False, "listing": None, "context": None}
 _commands: list = []           # the kp-* command objects to list (register() gets them)
 notes: list[str] = []          # what happened, for `set kp-debug on`
 
@@ -73,10 +75,12 @@ class _Listed:
 
 
 def _short(summary: str) -> str:
-    """The summary's first clause, for pwndbg's one-line-per-command table."""
+    """The summary's first clause, for pwndbg's one-line-per-command table; each ends with
+    a period, as pwndbg's own descriptions do."""
     cut = min((summary.find(mark) for mark in (": ", " (", "; ") if mark in summary),
               default=-1)
-    return summary[:cut] if cut >= 20 else summary
+    short = summary[:cut] if cut >= 20 else summary
+    return short.rstrip(".") + "."
 
 
 def loaded() -> bool:
@@ -116,10 +120,12 @@ def _lookup(path: str):
 
 
 def attach() -> bool:
-    """List our commands in pwndbg, once pwndbg is loaded; True when attached. Lists
-    again when pwndbg's list is a new one (its `reload` command re-imports it)."""
+    """List our commands in pwndbg and label its backtrace pane, once pwndbg is loaded;
+    True when attached. Does it again when pwndbg's objects are new ones (its `reload`
+    command re-imports them)."""
     if not loaded():
         return False
+    _hook_backtrace_pane()
     listing = getattr(sys.modules["pwndbg.commands"], "commands", None)
     if _state["attached"] and listing is _state["listing"]:
         return True
@@ -132,6 +138,18 @@ def attach() -> bool:
         return True
     _note(f"{count} kp-* commands listed under pwndbg's Kernel category")
     return True
+
+
+def _hook_backtrace_pane() -> None:
+    """Our frame labels in pwndbg's backtrace pane; one attempt per context module."""
+    context = sys.modules.get("pwndbg.commands.context")
+    if context is None or context is _state.get("context"):
+        return
+    _state["context"] = context
+    try:
+        pwndbg_backtrace.hook(context, _note)
+    except Exception as exc:
+        _note(f"backtrace pane not labelled ({type(exc).__name__}: {exc})")
 
 
 def _list_commands(listing) -> int:

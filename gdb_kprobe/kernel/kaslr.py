@@ -28,9 +28,9 @@ class KernelMatch:
     memory_banner: str | None
 
 
-def _banner_at(address: int) -> bytes | None:
+def _banner_at(address: int, length: int = BANNER_BYTES) -> bytes | None:
     try:
-        return memory.read(address, BANNER_BYTES)
+        return memory.read(address, length)
     except KpError:
         return None
 
@@ -45,7 +45,10 @@ def detect() -> KernelMatch:
     wanted = table.file_bytes(banner_address, BANNER_BYTES)
     if wanted is None:
         raise KpError("cannot read linux_banner from the symbol file")
-    text = wanted.split(b"\0")[0].decode("utf-8", "replace").strip()
+    # the whole banner for display (the first BANNER_BYTES suffice to compare)
+    size = min((table.lookup(banner_address) or ("", 0, 0))[2], 512)
+    whole = (table.file_bytes(banner_address, size) if size > BANNER_BYTES else None) or wanted
+    text = whole.split(b"\0")[0].decode("utf-8", "replace").strip()
     if _banner_at(banner_address) == wanted:
         return KernelMatch(table.bias, text, text)
     found = None
@@ -65,7 +68,7 @@ def detect() -> KernelMatch:
         if _banner_at(banner_address + slide) == wanted:
             found = table.bias + slide
             break
-    memory = _banner_at(banner_address)
+    memory = _banner_at(banner_address, max(size, BANNER_BYTES))
     shown = memory.split(b"\0")[0].decode("utf-8", "replace").strip() if memory else None
     return KernelMatch(found, text, shown)
 

@@ -70,6 +70,14 @@ class Module:
         """__module_text_address(): in the module's core or init text."""
         return any(base <= address < base + size for base, size in self.text_ranges)
 
+    def text_symbol_names(self) -> list[str]:
+        """Sorted names of the module's symbols in its text (what module:symbol may name)."""
+        if self._symtab is None:
+            self._load_kallsyms()
+        names = {self._name(name_off) for value, name_off, shndx in self._symtab[1:]
+                 if shndx != SHN_UNDEF and name_off and self.text_contains(value)}
+        return sorted(name for name in names if name and not _is_mapping_symbol(name))
+
     def address_of(self, name: str) -> int | None:
         if self._symtab is None:
             self._load_kallsyms()

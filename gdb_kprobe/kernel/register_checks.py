@@ -25,6 +25,18 @@ __all__ = ["Answer", "Refused", "Registered", "RegisterChecker"]
 
 
 
+# What register_kprobe() and kprobe_events mean by each errno they return (libc's texts,
+# e.g. EILSEQ's "Invalid or incomplete multibyte or wide character", say nothing here).
+KPROBE_ERRNO_MEANING = {
+    errno.EILSEQ: "no instruction that kprobes can probe starts here",
+    errno.EINVAL: "the kernel refuses this place or spec",
+    errno.ENOENT: "no such symbol or module",
+    errno.EEXIST: "this probe is registered already",
+    errno.EBUSY: "the place is in use by something kprobes cannot share it with",
+    errno.ENOMEM: "the kernel ran out of memory for the probe",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """One interface's answer: accepted (error None), or the errno and why."""
@@ -42,7 +54,10 @@ class Answer:
 
     @property
     def errno_text(self) -> str:
-        return os.strerror(self.error) if self.error else ""
+        """What the errno means for a kprobe (libc's text for others)."""
+        if not self.error:
+            return ""
+        return KPROBE_ERRNO_MEANING.get(self.error) or os.strerror(self.error)
 
 
 class Refused(Exception):

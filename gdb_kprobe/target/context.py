@@ -1,5 +1,5 @@
 """Small gdb context helpers: a temporary gdb setting, the current CPU, registers of a frame,
-gdb's own styling switch. One place for each, instead of one per caller."""
+One place for each, instead of one per caller."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 
 __all__ = ["setting", "language_c", "current_cpu", "cpu_of_thread", "frame_registers",
-           "newest_registers", "gdb_styling", "non_stop"]
+           "newest_registers", "non_stop"]
 
 
 def _shown(value: object) -> str:
@@ -80,14 +80,6 @@ def newest_registers(pt_regs_names: list[str]) -> dict[str, int]:
     frame = gdb.newest_frame()
     return {name: arch.u64(int(frame.read_register(arch.PT_REGS[name])))
             for name in pt_regs_names}
-
-
-def gdb_styling() -> bool:
-    """gdb's `set style enabled` (kp-color auto follows it)."""
-    try:
-        return bool(gdb.parameter("style enabled"))
-    except (gdb.error, RuntimeError):
-        return False
 
 
 def non_stop() -> bool:

@@ -53,6 +53,8 @@ class ElfSymbols:
         self.by_name: dict[str, int] = {}
         self.sections: list[str] = []          # section names by index (for .ko files)
         self.section_of: list[int] = []
+        self.executable: set[int] = set()      # indexes of SHF_EXECINSTR sections
+        self._text_names: list[str] | None = None
         self.name_counts: dict[str, int] = {}  # kallsyms may hold a name several times
         self._loaded_ranges: list[tuple[int, int, int]] = []   # (address, size, file offset)
         self._contains: dict[bytes, bool] = {}
@@ -88,7 +90,8 @@ class ElfSymbols:
             return image[offset:end if end >= 0 else len(image)].decode("utf-8", "replace")
 
         self.sections = [cstr(shstr_off + h[0]) for h in headers]
-        SHF_ALLOC, SHT_NOBITS = 0x2, 8
+        SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS = 0x2, 0x4, 8
+        self.executable = {index for index, h in enumerate(headers) if h[2] & SHF_EXECINSTR}
         # only sections whose bytes are in the file can serve file_bytes()
         self._loaded_ranges = [(h[3], h[5], h[4]) for h in headers
                                if h[2] & SHF_ALLOC and h[1] != SHT_NOBITS and h[3]
@@ -169,6 +172,14 @@ class ElfSymbols:
                             for _start, length, offset in self._loaded_ranges)
             self._contains[needle] = found
         return found
+
+    def text_names(self) -> list[str]:
+        """The sorted, distinct names of symbols in executable sections: what a place
+        may name (functions and asm entry labels; no data, no types)."""
+        if self._text_names is None:
+            self._text_names = sorted({name for name, section in zip(self.names, self.section_of)
+                                       if section in self.executable})
+        return self._text_names
 
     def address_of(self, name: str) -> int | None:
         index = self.by_name.get(name)

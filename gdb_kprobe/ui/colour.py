@@ -1,12 +1,11 @@
 """Colour for terminal output: pygments for disassembly when it is importable.
 
-Commands build a Palette from the settings (commands/base.py: `KpCommand.palette()`) and
-hand it to the renderers, which stay free of gdb calls. Colour is off when `set kp-color
-off`, when NO_COLOR is set, when gdb's styling is off (auto), or without pygments (gdb's
-embedded Python may not have it). gdb 14 and later also drop escape sequences from Python
-output while `set style enabled` is off, whatever kp-color says. Under pwndbg the palette
-takes pwndbg's theme colours and `auto` follows pwndbg's `disable-colors`
-(integration/pwndbg.py).
+Commands build a Palette from the settings (commands/base.py: `palette()`) and hand it to
+the renderers, which stay free of gdb calls. With `set kp-color auto` colour follows gdb's
+own rule (target/terminal.py: `set style enabled`, a terminal, TERM not dumb, not inside
+`pipe`) and pwndbg's `disable-colors`; `off` and NO_COLOR turn it off, `on` forces it.
+Without pygments (gdb's embedded Python may not have it) disassembly stays plain. Under
+pwndbg the palette takes pwndbg's theme colours (integration/pwndbg.py).
 """
 from __future__ import annotations
 

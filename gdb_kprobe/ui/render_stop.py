@@ -74,9 +74,11 @@ def locals_report(report) -> str:
     pushes = ", ".join(facts.pushes) or "none"
     fp = ("yes: CFA = %rbp+0x10" if facts.frame_pointer
           else f"no: CFA = %rsp{facts.cfa_from_rsp:+#x}")
-    end = f"+{facts.end - (place.address - place.offset):#x}" if facts.end else "?"
+    # no push, frame-pointer mov or sub %rsp at all: a function without a prologue
+    end = (f"the prologue ends at +{facts.end - (place.address - place.offset):#x}"
+           if facts.end else "the function has no prologue (it pushes and allocates nothing)")
     out.append(f"prologue at this PC: pushed {pushes}; allocated {facts.allocated:#x}; frame size "
-               f"{facts.frame_size:#x}; frame pointer {fp}; the prologue ends at {end}")
+               f"{facts.frame_size:#x}; frame pointer {fp}; {end}")
     if report.frame_level is not None:
         out.append(f"values: frame #{report.frame_level}, CFA {report.cfa:#x}")
     else:

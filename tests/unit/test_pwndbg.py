@@ -103,6 +103,9 @@ def gdb_stub(fake_gdb, monkeypatch):
     fake_gdb.Command = type("Command", (), {"__init__": lambda self, name, *a, **k:
                                              made.append(name)})
     fake_gdb.made, fake_gdb.prompt_hooks = made, prompt_hooks
+    # a terminal gdb styles (target/terminal.py): kp-color auto then follows pwndbg
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setattr("os.isatty", lambda fd: True)
     return fake_gdb
 
 
@@ -150,7 +153,8 @@ def test_commands_listed_under_kernel_without_second_gdb_registration(gdb_stub, 
     assert {row[0] for row in kernel} == KP_COMMANDS
     lines = dict((row[0], row[3]) for row in kernel)      # one short clause per command
     assert lines["kp-list"].startswith("List the registered kprobes")
-    assert lines["kp-show"] == "Show how the kprobes at a place are built"
+    assert lines["kp-show"] == "Show how the kprobes at a place are built."
+    assert all(line.endswith(".") and not line.endswith("..") for line in lines.values())
     old = {row[0] for row in listing_old(pwndbg.commands) if row[2] is Category.KERNEL}
     assert old == KP_COMMANDS
     # gdb got each command once (ours), pwndbg's list got entries that are not gdb commands

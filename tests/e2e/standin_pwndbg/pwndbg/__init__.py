@@ -1,0 +1,1 @@
+"""Stand-in pwndbg root (see ../README.md)."""
