@@ -11,7 +11,7 @@ from gdb_kprobe.kernel import anatomy, kprobes, percpu
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 from gdb_kprobe.target import context, frame_labels, layouts, memory
 
-__all__ = ["Where", "where", "STAGES"]
+__all__ = ["Where", "WhereFrame", "where", "STAGES"]
 
 STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
           "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",
@@ -20,15 +20,32 @@ STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe e
 
 
 @dataclasses.dataclass
+class WhereFrame:
+    """A frame that tells where the CPU is: one the unwinder labelled ("unwound"), a stage
+    of kprobe handling ("stage"), or a handler of the probe being handled ("handler")."""
+
+    level: int
+    function: str | None       # None: no symbol covers the pc
+    kind: str
+    note: str                  # the unwinder's label, the stage, or what the handler is
+
+
+@dataclasses.dataclass
 class Where:
     """A CPU's place in kprobe handling."""
 
     cpu: int
-    current: int
+    current: int                            # current_kprobe; 0 when NULL
+    probe_address: int | None               # that kprobe's addr
     probe_location: Location | None
     status: str
     stage: str
-    frames: list[tuple[int, str]]          # (level, what) for the interesting frames
+    frames: list[WhereFrame]               # the interesting frames, newest first
+
+    @property
+    def handling(self) -> bool:
+        # a rethook return handler runs with current_kprobe NULL: still kprobe handling
+        return bool(self.current) or self.stage.startswith("kretprobe")
 
 
 def where() -> Where:
@@ -40,18 +57,19 @@ def where() -> Where:
     status_value = ctlblk.view(memory.read(block, ctlblk.size), block).int("kprobe_status")
     status = anatomy.KPROBE_STATUS.get(status_value, f"{status_value:#x}?")
     symbolizer = Symbolizer()
-    location = None
+    location = probe_address = None
     handlers: set[int] = set()
     if current:
         layout = layouts.layout("struct kprobe")
         view = layout.view(memory.read(current, layout.size), current)
-        location = symbolizer.lookup(view.ptr("addr"))
+        probe_address = view.ptr("addr")
+        location = symbolizer.lookup(probe_address)
         table = kprobes.read_table()
-        entry = kprobes.find_entry(table, view.ptr("addr"))
+        entry = kprobes.find_entry(table, probe_address)
         members = (entry.children if entry and table.is_aggregate(entry) else [entry]) if entry else []
         for probe in members:
             handlers.update({probe.pre_handler, probe.post_handler})
-    frames = []
+    frames: list[WhereFrame] = []
     stage = "not in kprobe handling" if not current else f"handling ({status})"
     frame = gdb.newest_frame()
     level = 0
@@ -64,23 +82,22 @@ def where() -> Where:
         start = int(function.value().address) if function else None
         label = frame_labels.get(frame_labels.key_of(frame))
         if label:
-            frames.append((level, f"{name or '??'} {label}"))
+            frames.append(WhereFrame(level, name, "unwound", label))
         elif name in STAGES:
-            frames.append((level, f"{name}: {STAGES[name]}"))
+            frames.append(WhereFrame(level, name, "stage", STAGES[name]))
         elif start in handlers and start:
-            frames.append((level, f"{name}: a handler of this probe"))
+            frames.append(WhereFrame(level, name, "handler", "a handler of this probe"))
         if name in STAGES and STAGES[name].startswith("kretprobe"):
             stage = "kretprobe return handler (rethook)"
         frame = frame.older()
         level += 1
     if current:
-        names = [what for _, what in frames]
         if status == "KPROBE_HIT_SS":
             stage = "single-stepping the copied instruction"
-        elif any("post-handler" in w for w in names) or status == "KPROBE_HIT_SSDONE":
+        elif any("post-handler" in shown.note for shown in frames) or status == "KPROBE_HIT_SSDONE":
             stage = "post-handler"
         elif status == "KPROBE_HIT_ACTIVE":
             stage = "pre-handler"
         elif status == "KPROBE_REENTER":
             stage = "re-entered (a probe hit inside a handler)"
-    return Where(cpu, current, location, status, stage, frames)
+    return Where(cpu, current, probe_address, location, status, stage, frames)

@@ -8,7 +8,7 @@ import gdb
 from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.kernel import blacklist
-from gdb_kprobe.ui import render
+from gdb_kprobe.ui import jsonout, jsonout_listings, render
 
 
 class KpBlacklist(KpCommand):
@@ -19,11 +19,16 @@ class KpBlacklist(KpCommand):
     def build_parser(self):
         parser = super().build_parser()
         parser.add_argument("pattern", nargs="?", help="only entries whose symbol contains this")
+        self.add_json_option(parser)
         return parser
 
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
         found = blacklist.listing(args.pattern)
+        if args.json:
+            # no match is an empty "entries" beside the "total" it was picked from
+            gdb.write(jsonout.dumps(jsonout_listings.blacklist(found)))
+            return
         if args.pattern and not found.rows:
             gdb.write(f"kp-blacklist: no entry's symbol contains `{args.pattern}` (of "
                       f"{found.total} entries)\n")

@@ -8,9 +8,7 @@ import gdb
 from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.engine import symbol_files
-from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import kaslr
-from gdb_kprobe.target import symbols
+from gdb_kprobe.ui import jsonout, jsonout_listings, render
 
 
 class KpKaslr(KpCommand):
@@ -23,23 +21,13 @@ class KpKaslr(KpCommand):
         parser = super().build_parser()
         parser.add_argument("--relocate", action="store_true",
                             help="reload the vmlinux with `symbol-file -o SLIDE`")
+        self.add_json_option(parser)
         return parser
 
     @guards.needs_target
     def run(self, args: argparse.Namespace) -> None:
-        match = kaslr.detect()
-        bias = symbols.kernel().bias
-        if match.slide is None:
-            raise KpError("the symbol file does not match the running kernel: its linux_banner "
-                          f"({match.file_banner[:60]!r}) is nowhere in kernel memory")
-        if match.slide == bias:
-            where = "no KASLR slide" if not bias else f"relocated by {bias:#x}"
-            gdb.write(f"kp-kaslr: the symbol file matches the running kernel ({where}): "
-                      f"{match.file_banner}\n")
-            return
-        if not args.relocate:
-            gdb.write(f"kp-kaslr: KASLR moved the kernel by {match.slide:#x} from the vmlinux's "
-                      "addresses; `kp-kaslr --relocate` shifts the symbols\n")
-            return
-        symbol_files.relocate_kernel(match)
-        gdb.write(f"kp-kaslr: symbols relocated by {match.slide:#x}\n")
+        state = symbol_files.kaslr_state(args.relocate)
+        if args.json:
+            gdb.write(jsonout.dumps(jsonout_listings.kaslr(state)))
+        else:
+            gdb.write(render.kaslr(state))

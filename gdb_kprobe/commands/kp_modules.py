@@ -8,7 +8,7 @@ import gdb
 from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.engine import symbol_files
-from gdb_kprobe.ui import render
+from gdb_kprobe.ui import jsonout, jsonout_listings, render
 
 
 class KpModules(KpCommand):
@@ -22,6 +22,7 @@ class KpModules(KpCommand):
         parser.add_argument("--load", metavar="DIR", action="append", default=[],
                             help="a directory of .ko files (remembered for later loads)")
         parser.add_argument("names", nargs="*", help="only these modules")
+        self.add_json_option(parser)
         return parser
 
     def check_args(self, args: argparse.Namespace) -> None:
@@ -31,6 +32,9 @@ class KpModules(KpCommand):
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
         found = symbol_files.module_rows(args.names, load=bool(args.load))
+        if args.json:
+            gdb.write(jsonout.dumps(jsonout_listings.modules(found)))
+            return
         rows = [(row.module, row.path, row.state) for row in found.rows]
         gdb.write(render.module_list(rows, found.damage))
 

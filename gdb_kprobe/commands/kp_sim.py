@@ -10,9 +10,8 @@ from gdb_kprobe.commands import guards
 from gdb_kprobe.commands.base import KpCommand
 from gdb_kprobe.engine import sim
 from gdb_kprobe.errors import KpUsageError
-from gdb_kprobe.kernel import anatomy, decode, places
-from gdb_kprobe.target import disasm
-from gdb_kprobe.ui import render_stop
+from gdb_kprobe.kernel import places
+from gdb_kprobe.ui import jsonout, jsonout_stop, render_stop
 
 
 class KpSim(KpCommand):
@@ -33,29 +32,45 @@ class KpSim(KpCommand):
                                  f"{','.join(arch.DEFAULT_SIM_REGS)})")
         parser.add_argument("--ret", action="store_true",
                             help="kretprobe flow on the function named by place")
+        self.add_json_option(parser)
         return parser
 
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
         place = places.resolve(args.place)
         if args.ret:
-            if place.offset not in (0, 4) or place.symbol is None:
-                raise KpUsageError("kp-sim --ret takes a function (a return probe is always "
-                                   "at the function's entry)")
-            gdb.write(render_stop.sim_return_intro(place))
-            done = sim.run_return(place.address, args.count,
-                                  lambda hit: gdb.write(render_stop.sim_return_hit(hit)))
-            gdb.write(f"kp-sim: {done} return(s) reported; breakpoints removed.\n")
+            self._run_return(place, args)
             return
-        regs = sim.parse_regs(args.regs)
-        original = decode.require_boundary(place)
-        live = disasm.live(place.address, 1)[0]
-        after = anatomy.continuation(place, original, live)
-        gdb.write(render_stop.sim_intro(place, original, live, after.address if after else None,
-                                   after.why if after else None))
-        done = sim.run_probe(place.address, original, after, args.count, regs,
+        found = sim.plan(place, sim.parse_regs(args.regs))
+        if args.json:
+            # one document once every hit is in: nothing is printed while waiting
+            hits: list[sim.Hit] = []
+            sim.run_probe(place.address, found.original, found.after, args.count, found.regs,
+                          hits.append)
+            gdb.write(jsonout.dumps(jsonout_stop.sim_probe(found, hits)))
+            return
+        after = found.after
+        gdb.write(render_stop.sim_intro(place, found.original, found.live,
+                                        after.address if after else None,
+                                        after.why if after else None))
+        done = sim.run_probe(place.address, found.original, after, args.count, found.regs,
                              lambda hit: gdb.write(render_stop.sim_hit(hit, place.address)))
         gdb.write(f"kp-sim: {done} hit(s) reported; breakpoints removed.\n")
+
+    def _run_return(self, place, args: argparse.Namespace) -> None:
+        """--ret: the kretprobe flow on a function."""
+        if place.offset not in (0, 4) or place.symbol is None:
+            raise KpUsageError("kp-sim --ret takes a function (a return probe is always "
+                               "at the function's entry)")
+        if args.json:
+            hits: list[sim.ReturnHit] = []
+            sim.run_return(place.address, args.count, hits.append)
+            gdb.write(jsonout.dumps(jsonout_stop.sim_return(place, hits)))
+            return
+        gdb.write(render_stop.sim_return_intro(place))
+        done = sim.run_return(place.address, args.count,
+                              lambda hit: gdb.write(render_stop.sim_return_hit(hit)))
+        gdb.write(f"kp-sim: {done} return(s) reported; breakpoints removed.\n")
 
     def complete_argument(self, text, word):
         return self.complete_place(text, word)

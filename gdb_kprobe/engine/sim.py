@@ -15,11 +15,31 @@ from gdb_kprobe import arch
 from gdb_kprobe.engine.breakpoints import (Breakpoints, resume, step_this_cpu_only,
                                            stopped_at)
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import sched
+from gdb_kprobe.kernel import anatomy, decode, sched
 from gdb_kprobe.kernel.anatomy import Continuation
+from gdb_kprobe.kernel.places import Place
 from gdb_kprobe.target import context, disasm, memory
 
-__all__ = ["Hit", "ReturnHit", "parse_regs", "run_probe", "run_return"]
+__all__ = ["Plan", "Hit", "ReturnHit", "parse_regs", "plan", "run_probe", "run_return"]
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a kp-sim run at a place will do, before any hit: the instruction there in the
+    vmlinux and live, and where the post view is taken when a real probe is armed."""
+
+    place: Place
+    original: disasm.Insn
+    live: disasm.Insn
+    after: Continuation | None        # None: the live code is the original, stepi it
+    regs: list[str]
+
+
+def plan(place: Place, regs: list[str]) -> Plan:
+    """Refuse a place that is no instruction boundary; see what is live there."""
+    original = decode.require_boundary(place)
+    live = disasm.live(place.address, 1)[0]
+    return Plan(place, original, live, anatomy.continuation(place, original, live), regs)
 
 
 def parse_regs(text: str | None) -> list[str]:

@@ -13,8 +13,8 @@ from gdb_kprobe.kernel import kaslr
 from gdb_kprobe.kernel import modules as kmodules
 from gdb_kprobe.target import elf_relocate, symbols
 
-__all__ = ["ModuleRow", "ModuleListing", "add_search_directory", "module_rows", "autoload",
-           "find_ko", "load_symbols", "relocate_kernel"]
+__all__ = ["ModuleRow", "ModuleListing", "KaslrState", "add_search_directory", "module_rows",
+           "autoload", "find_ko", "load_symbols", "relocate_kernel", "kaslr_state"]
 
 _search_path: list[str] = []
 _loaded: set[tuple[str, int]] = set()      # (module name, struct module address)
@@ -31,6 +31,24 @@ class ModuleRow:
 class ModuleListing:
     rows: list[ModuleRow]
     damage: list[str]
+
+
+@dataclasses.dataclass
+class KaslrState:
+    """What kp-kaslr says: how far the running kernel is from the vmlinux's addresses and
+    how far gdb's symbols are shifted (after any relocation this command did)."""
+
+    banner: str                # the vmlinux's linux_banner
+    slide: int                 # running kernel - vmlinux link addresses
+    bias: int                  # gdb's (and our) symbols - vmlinux link addresses
+    relocated_now: bool
+
+    @property
+    def state(self) -> str:
+        """"relocated" (just now), "matches" (symbols right) or "moved" (they are not)."""
+        if self.relocated_now:
+            return "relocated"
+        return "matches" if self.slide == self.bias else "moved"
 
 
 def add_search_directory(directory: str) -> None:
@@ -106,3 +124,17 @@ def relocate_kernel(match: kaslr.KernelMatch) -> None:
     path = gdb.current_progspace().filename
     gdb.execute(f"symbol-file -o {match.slide:#x} {path}", from_tty=False, to_string=True)
     symbols.relocate(match.slide)
+
+
+def kaslr_state(relocate: bool) -> KaslrState:
+    """kp-kaslr [--relocate]: detect the slide; with `relocate`, shift the symbols by it
+    when they are not there yet. A vmlinux that is not the running kernel's is an error."""
+    match = kaslr.detect()
+    bias = symbols.kernel().bias
+    if match.slide is None:
+        raise KpError("the symbol file does not match the running kernel: its linux_banner "
+                      f"({match.file_banner[:60]!r}) is nowhere in kernel memory")
+    if match.slide == bias or not relocate:
+        return KaslrState(match.file_banner, match.slide, bias, False)
+    relocate_kernel(match)
+    return KaslrState(match.file_banner, match.slide, symbols.kernel().bias, True)

@@ -1,5 +1,6 @@
-"""JSON output of kp-list, kp-show and kp-locals: the same model objects the text
-renderer gets, shaped into plain dicts. No gdb calls here, and never colour.
+"""JSON output of kp-list, kp-show, kp-locals and kp-check: the same model objects the text
+renderer gets, shaped into plain dicts. No gdb calls here, and never colour. The other
+commands' documents (ui/jsonout_listings.py, ui/jsonout_stop.py) use the helpers here.
 
 Conventions (docs/json.md; JSON Schemas in docs/schema/):
 - every document starts with "schema" (the command) and "version" (an integer bumped
@@ -19,8 +20,8 @@ from gdb_kprobe.kernel.anatomy import KPROBE_STATUS
 from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow
 
-__all__ = ["VERSION", "dumps", "probe_entry", "probe_list", "probe_anatomy", "locals_report",
-           "verdicts"]
+__all__ = ["VERSION", "dumps", "hexed", "head", "located", "instructions", "probe_entry",
+           "probe_list", "probe_anatomy", "locals_report", "verdicts"]
 
 VERSION = 1
 
@@ -30,16 +31,19 @@ def dumps(document: dict) -> str:
     return json.dumps(document, ensure_ascii=True) + "\n"
 
 
-def _hex(value: int | None) -> str | None:
+def hexed(value: int | None) -> str | None:
+    """An address or raw value as "0x..." (None stays None)."""
     return None if value is None else f"{value:#x}"
 
 
-def _head(command: str) -> dict:
+def head(command: str) -> dict:
+    """The start of every document: which command, which version of its fields."""
     return {"schema": command, "version": VERSION}
 
 
-def _located(address: int, location: Location | None) -> dict:
-    return {"address": _hex(address),
+def located(address: int, location: Location | None) -> dict:
+    """The four location keys: the address and the kallsyms symbol+offset [module] of it."""
+    return {"address": hexed(address),
             "symbol": location.symbol if location else None,
             "offset": location.offset if location else None,
             "module": location.module if location else None}
@@ -47,7 +51,7 @@ def _located(address: int, location: Location | None) -> dict:
 
 def _pointer(address: int, location: Location | None) -> dict | None:
     """A code pointer: null when NULL, else where it points."""
-    return _located(address, location) if address else None
+    return located(address, location) if address else None
 
 
 def _owner(details: Details) -> dict:
@@ -67,20 +71,20 @@ def _details(row: ProbeRow, details: Details | None) -> dict | None:
     return {
         "owner": _owner(details),
         "trace_event": None if details.event is None else {
-            "name": details.event.name, "trace_kprobe": _hex(details.event.address)},
+            "name": details.event.name, "trace_kprobe": hexed(details.event.address)},
         "kprobe_flags": probe.flags,
         "kprobe_flag_names": probe.flag_names(),
         "nmissed": probe.nmissed,
         "pre_handler": _pointer(probe.pre_handler, details.pre_handler),
         "post_handler": _pointer(probe.post_handler, details.post_handler),
         "kretprobe": None if kret is None else {
-            "address": _hex(kret.address),
+            "address": hexed(kret.address),
             "handler": _pointer(kret.handler, details.ret_handler),
             "entry_handler": _pointer(kret.entry_handler, details.entry_handler),
             "maxactive": kret.maxactive,
             "nmissed": kret.nmissed,
             "data_size": kret.data_size,
-            "rethook": _hex(kret.rethook) if kret.rethook else None,
+            "rethook": hexed(kret.rethook) if kret.rethook else None,
         },
     }
 
@@ -90,10 +94,10 @@ def _details(row: ProbeRow, details: Details | None) -> dict | None:
 def probe_entry(row: ProbeRow, index: int) -> dict:
     """One kprobes/list line as an object; `index` is kp-list -n's N (kp-show #N)."""
     entry = {"index": index, "type": row.kind}
-    entry.update(_located(row.probe.addr, row.location))
+    entry.update(located(row.probe.addr, row.location))
     entry["flags"] = row.listed_flags()
-    entry["kprobe"] = _hex(row.probe.address)
-    entry["aggregate"] = _hex(row.aggregate.address) if row.aggregate else None
+    entry["kprobe"] = hexed(row.probe.address)
+    entry["aggregate"] = hexed(row.aggregate.address) if row.aggregate else None
     entry["details"] = _details(row, row.details)
     return entry
 
@@ -106,7 +110,7 @@ def probe_list(rows) -> dict:
             probes.append(probe_entry(row, len(probes) + 1))
         else:
             damage.append({"after": len(probes), "note": row.note})
-    document = _head("kp-list")
+    document = head("kp-list")
     document["probes"] = probes
     document["damage"] = damage
     return document
@@ -114,29 +118,30 @@ def probe_list(rows) -> dict:
 
 # -- kp-show --------------------------------------------------------------------------------
 
-def _insns(insns) -> list[dict]:
-    return [{"address": _hex(insn.address), "bytes": insn.raw.hex(), "asm": insn.asm}
+def instructions(insns) -> list[dict]:
+    """Instructions as {"address", "bytes" (hex, no spaces), "asm"}."""
+    return [{"address": hexed(insn.address), "bytes": insn.raw.hex(), "asm": insn.asm}
             for insn in insns]
 
 
 def _field(field) -> dict:
     if isinstance(field.value, list):
         return {"name": field.name, "value": None,
-                "members": [{"name": name, "value": _hex(value)} for name, value in field.value],
+                "members": [{"name": name, "value": hexed(value)} for name, value in field.value],
                 "location": None, "string": None}
     location = None if field.location is None else {
         "symbol": field.location.symbol, "offset": field.location.offset,
         "module": field.location.module}
-    return {"name": field.name, "value": _hex(field.value), "members": None,
+    return {"name": field.name, "value": hexed(field.value), "members": None,
             "location": location, "string": field.string}
 
 
 def _probe_anatomy(index: int, probe) -> dict:
     row, details = probe.row, probe.details
     entry = {"index": index, "type": row.kind}
-    entry.update(_located(row.probe.addr, row.location))
+    entry.update(located(row.probe.addr, row.location))
     entry["flags"] = row.listed_flags()
-    entry["kprobe"] = _hex(row.probe.address)
+    entry["kprobe"] = hexed(row.probe.address)
     entry["details"] = _details(row, details)     # kp-show keeps them beside the row
     # a trace event's counts as kprobe_profile shows them (render.probe_anatomy says the same)
     kret = details.kretprobe
@@ -153,30 +158,30 @@ def _probe_anatomy(index: int, probe) -> dict:
 
 def probe_anatomy(anatomy) -> dict:
     """kp-show: what render.probe_anatomy() prints, as data."""
-    document = _head("kp-show")
-    document.update(_located(anatomy.address, anatomy.location))
+    document = head("kp-show")
+    document.update(located(anatomy.address, anatomy.location))
     document["aggregate"] = None if not anatomy.aggregate else {
-        "kprobe": _hex(anatomy.entry.address), "kprobe_flags": anatomy.entry.flags,
+        "kprobe": hexed(anatomy.entry.address), "kprobe_flags": anatomy.entry.flags,
         "kprobe_flag_names": anatomy.entry.flag_names()}
     patch = anatomy.patch
     document["mechanism"] = patch.mechanism
     document["explanation"] = patch.explanation
-    document["original"] = None if patch.original is None else _insns(patch.original)
-    document["live"] = _insns(patch.live)
+    document["original"] = None if patch.original is None else instructions(patch.original)
+    document["live"] = instructions(patch.live)
     document["jump_target"] = None if patch.target is None else \
-        _located(patch.target, patch.target_location)
+        located(patch.target, patch.target_location)
     document["saved_opcode"] = anatomy.saved_opcode
     step = anatomy.single_step
     document["single_step"] = None if step is None else {
-        "slot": _hex(step.slot), "size": step.size, "boostable": step.boostable,
-        "insns": _insns(step.insns)}
+        "slot": hexed(step.slot), "size": step.size, "boostable": step.boostable,
+        "insns": instructions(step.insns)}
     opt = anatomy.optimized
     document["optimized"] = None if opt is None else {
-        "optimized_kprobe": _hex(opt.address), "detour": _hex(opt.detour),
-        "copied_size": opt.copied_size, "insns": _insns(opt.detour_code)}
+        "optimized_kprobe": hexed(opt.address), "detour": hexed(opt.detour),
+        "copied_size": opt.copied_size, "insns": instructions(opt.detour_code)}
     document["probes"] = [_probe_anatomy(index, probe)
                           for index, probe in enumerate(anatomy.probes, start=1)]
-    document["cpus"] = [{"cpu": cpu.cpu, "current_kprobe": _hex(cpu.current) if cpu.current
+    document["cpus"] = [{"cpu": cpu.cpu, "current_kprobe": hexed(cpu.current) if cpu.current
                          else None,
                          "kprobe_status": cpu.status,
                          "kprobe_status_name": KPROBE_STATUS.get(cpu.status),
@@ -196,7 +201,7 @@ def _variable(variable, report) -> dict:
         "where": variable.where,
         "register": variable.register,
         "offset": variable.offset if variable.where in ("cfa", "regoffset") else None,
-        "address": _hex(variable.address),
+        "address": hexed(variable.address),
         "placement": report.placement[variable.name],
         "value": None if report.values is None else report.values.get(variable.name),
     }
@@ -205,8 +210,8 @@ def _variable(variable, report) -> dict:
 def locals_report(report) -> dict:
     """kp-locals: what render_stop.locals_report() prints, as data."""
     place, facts = report.place, report.facts
-    document = _head("kp-locals")
-    document.update(_located(place.address, None if place.symbol is None else
+    document = head("kp-locals")
+    document.update(located(place.address, None if place.symbol is None else
                              Location(place.symbol, place.offset, place.size, place.module)))
     document["source"] = report.function_line if report.function_line != "no line info" \
         else None
@@ -221,10 +226,10 @@ def locals_report(report) -> dict:
         "end_offset": facts.end - start if facts.end else None,
     }
     document["frame"] = report.frame_level
-    document["cfa"] = _hex(report.cfa)
+    document["cfa"] = hexed(report.cfa)
     document["variables"] = [_variable(variable, report) for variable in report.variables]
     document["slots"] = [{"register": slot.register, "offset": slot.offset,
-                          "cfa_offset": slot.cfa_offset, "insn_address": _hex(slot.insn_address),
+                          "cfa_offset": slot.cfa_offset, "insn_address": hexed(slot.insn_address),
                           "asm": slot.asm, "value": value, "owner": owner}
                          for slot, owner, value in report.slots]
     document["kprobe_events"] = report.fetch_line
@@ -243,8 +248,8 @@ def _answer(answer) -> dict | None:
 
 def verdicts(results) -> dict:
     """kp-check: each place's address and both interfaces' answers."""
-    document = _head("kp-check")
-    document["places"] = [{"spec": result.spec, "address": _hex(result.address),
+    document = head("kp-check")
+    document["places"] = [{"spec": result.spec, "address": hexed(result.address),
                            "place": result.place,
                            "register_kprobe": _answer(result.register_kprobe),
                            "kprobe_events": _answer(result.kprobe_events),

@@ -12,7 +12,7 @@ from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import ProbeRow
 
 __all__ = ["debugfs_line", "verbose_lines", "probe_list", "probe_anatomy", "module_list",
-           "verdict", "blacklist"]
+           "verdict", "blacklist", "kaslr"]
 
 
 def debugfs_line(row: ProbeRow, palette: Palette = PLAIN) -> str:
@@ -261,3 +261,14 @@ def blacklist(rows, damage: list[str]) -> str:
         out.append(f"0x{entry.start:016x}-0x{entry.end:016x}\t{name}")
     out.extend(f"warning: damaged list: {note}" for note in damage)
     return "".join(line + "\n" for line in out)
+
+
+def kaslr(state) -> str:
+    """kp-kaslr: whether the symbols describe the running kernel, or by how much to shift."""
+    if state.state == "relocated":
+        return f"kp-kaslr: symbols relocated by {state.slide:#x}\n"
+    if state.state == "moved":
+        return (f"kp-kaslr: KASLR moved the kernel by {state.slide:#x} from the vmlinux's "
+                "addresses; `kp-kaslr --relocate` shifts the symbols\n")
+    where = "no KASLR slide" if not state.bias else f"relocated by {state.bias:#x}"
+    return f"kp-kaslr: the symbol file matches the running kernel ({where}): {state.banner}\n"

@@ -111,13 +111,16 @@ def locals_report(report) -> str:
 # -- kp-where -------------------------------------------------------------------------------
 
 def where(found) -> str:
-    if not found.current and not found.stage.startswith("kretprobe"):
+    if not found.handling:
         lines = [f"cpu{found.cpu} is not handling a kprobe (current_kprobe is NULL)"]
     else:
         probe = str(found.probe_location) if found.probe_location else f"{found.current:#x}"
         lines = [f"cpu{found.cpu} is handling a kprobe: {probe} (current_kprobe "
                  f"{found.current:#x}, kprobe_status {found.status})",
                  f"  stage: {found.stage}"]
-    for level, what in found.frames:
-        lines.append(f"  frame #{level}: {what}")
+    for frame in found.frames:
+        # the unwinder's labels read as a suffix ("f [probed at ...]"), the others as a role
+        what = f"{frame.function or '??'} {frame.note}" if frame.kind == "unwound" \
+            else f"{frame.function}: {frame.note}"
+        lines.append(f"  frame #{frame.level}: {what}")
     return "".join(line + "\n" for line in lines)
