@@ -32,6 +32,26 @@ EXAMPLES = {
                 "this function: kprobe_events refuses notrace functions (trace_kprobe: \"Could not "
                 "probe notrace function\"); register_kprobe() from a module does not ask\n"
                 "  kallsyms calls this address startup_64 (an alias of _stext at the same address)",
+    "kp-show": "kp-show inet_csk_accept\n"
+               "inet_csk_accept: 3 probes in the function, at +0x0 (kretprobe, kprobe) and "
+               "+0x7 (kprobe)\n\n"
+               "inet_csk_accept+0x0 (0xffffffff81855470): aggregate of 2 probes\n"
+               "  mechanism: ftrace call: the function's fentry call site now calls an ftrace "
+               "trampoline that calls kprobe_ftrace_handler(); no int3, no single-step\n"
+               "  ... (the code, each probe's struct kprobe and struct kretprobe, per-CPU state)"
+               "\n\ninet_csk_accept+0x7 (0xffffffff81855477): aggregate of 1 probe\n"
+               "  mechanism: int3: the first byte is now int3: the CPU traps into "
+               "kprobe_int3_handler(), which runs the pre_handler, single-steps the copy in "
+               "ainsn.insn, then the post_handler\n"
+               "  ...\n\n"
+               "kp-show inet_csk_accept+7\n"
+               "inet_csk_accept+0x7 (0xffffffff81855477): aggregate of 1 probe\n"
+               "  ...\n"
+               "also in inet_csk_accept: +0x0 (kretprobe, kprobe); kp-show inet_csk_accept "
+               "shows every probe in it\n\n"
+               "kp-show vfs_read\n"
+               "no kprobe is registered in vfs_read (0xffffffff8134cc50, 0x30c bytes); kp-list "
+               "shows the registered ones",
     "kp-where": "kp-where\ncpu0 is handling a kprobe: inet_csk_accept+0x5 (current_kprobe "
                 "0xff11000004c7c900, kprobe_status KPROBE_HIT_ACTIVE)\n  stage: pre-handler",
 }

@@ -1,4 +1,5 @@
-"""kp-show: the anatomy of the probes at one place, from live kernel memory."""
+"""kp-show: the anatomy of the probes at one place, or of every probe in one function, from
+live kernel memory."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from gdb_kprobe.commands import guards, last_list
 from gdb_kprobe.commands.base import KpCommand, palette
 from gdb_kprobe.engine import symbol_files
 from gdb_kprobe.errors import KpError, KpUsageError
-from gdb_kprobe.kernel import anatomy, places
+from gdb_kprobe.kernel import function_probes, places
 from gdb_kprobe.ui import jsonout, render
 
 
@@ -17,27 +18,40 @@ class KpShow(KpCommand):
     name = "kp-show"
     summary = ("Show how the kprobes at a place are built: struct kprobe fields, handlers, "
                "owner, live vs. original code (int3 / optprobe jmp / ftrace call), the "
-               "single-step copy, kretprobe instances and per-CPU kprobe state.")
+               "single-step copy, kretprobe instances and per-CPU kprobe state. A function "
+               "name shows every probe in the function.")
 
     def build_parser(self):
         parser = super().build_parser()
-        parser.add_argument("place", help="symbol+offset (inet_accept+0x14 or +20), "
-                                          "module:symbol+offset, a 0x address, or #N / N: "
-                                          "line N of the last kp-list (-n numbers them)")
+        parser.add_argument("place", help="a function (inet_csk_accept or module:function): "
+                                          "every probe in it, in address order; or one place, "
+                                          "then a line naming the function's other probes: "
+                                          "symbol+offset (inet_accept+0x14 or +20; +0 for the "
+                                          "entry alone), module:symbol+offset, a 0x address, "
+                                          "or #N / N: line N of the last kp-list (-n numbers "
+                                          "them)")
         self.add_json_option(parser)
         return parser
 
     @guards.needs_kernel
     def run(self, args: argparse.Namespace) -> None:
-        found = anatomy.gather(_address_of(args.place))
-        symbol_files.autoload(found.modules)     # so `break` finds its handlers by name
+        shown = _shown(args.place)
+        symbol_files.autoload(shown.modules)     # so `break` finds its handlers by name
         if args.json:
-            gdb.write(jsonout.dumps(jsonout.probe_anatomy(found)))
+            gdb.write(jsonout.dumps(jsonout.probes_shown(shown)))
         else:
-            gdb.write(render.probe_anatomy(found, palette()))
+            gdb.write(render.probes_shown(shown, palette()))
 
     def complete_argument(self, text, word):
         return self.complete_place(text, word)
+
+
+def _shown(place: str) -> function_probes.Shown:
+    # `inet_csk_accept` is the whole function, as kp-list's SYM filter is a name;
+    # `inet_csk_accept+0` (or an address, or #N) is one place
+    if places.names_function(place):
+        return function_probes.in_function(place)
+    return function_probes.at_address(_address_of(place))
 
 
 def _address_of(place: str) -> int:

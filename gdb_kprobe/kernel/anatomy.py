@@ -229,10 +229,12 @@ def _cpu_states(ids: set[int]) -> list[CpuState]:
     return states
 
 
-def gather(address: int) -> Anatomy:
-    """Everything kp-show says about the probes registered at `address`."""
-    table = kprobes.read_table()
-    symbolizer = Symbolizer()
+def gather(address: int, table: kprobes.KprobeTable | None = None,
+           symbolizer: Symbolizer | None = None) -> Anatomy:
+    """Everything kp-show says about the probes registered at `address` (several places of
+    one function share one snapshot of the table and one symbolizer)."""
+    table = kprobes.read_table() if table is None else table
+    symbolizer = Symbolizer() if symbolizer is None else symbolizer
     entry = kprobes.find_entry(table, address)
     if entry is None:
         raise KpError(f"no kprobe is registered at {address:#x}"

@@ -14,7 +14,8 @@ from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import memory, symbols
 
-__all__ = ["Place", "parse_offset", "split", "resolve", "has_entry_marker", "entry_adjusted"]
+__all__ = ["Place", "parse_offset", "split", "names_function", "resolve", "has_entry_marker",
+           "entry_adjusted"]
 
 _SYM_OFF = re.compile(r"^(?:(?P<mod>[A-Za-z0-9_\-]+):)?(?P<sym>[A-Za-z_.][\w.]*)"
                       r"(?:\+(?P<off>\S+))?$")
@@ -59,6 +60,14 @@ def split(spec: str) -> tuple[str | None, str, int, bool]:
     offset_text = match.group("off")
     offset = parse_offset(offset_text, spec) if offset_text is not None else 0
     return match.group("mod"), match.group("sym"), offset, offset_text is not None
+
+
+def names_function(spec: str) -> bool:
+    """Is `spec` a whole function, `sym` or `mod:sym` without an offset (not an address)?
+    kp-show then shows every probe in it; `sym+0` still names the entry alone."""
+    spec = spec.strip()
+    match = _SYM_OFF.match(spec)
+    return bool(match) and match.group("off") is None and not _ADDRESS.match(spec)
 
 
 def resolve(spec: str, symbolizer: Symbolizer | None = None, kprobe_entry: bool = True) -> Place:

@@ -21,7 +21,7 @@ from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow
 
 __all__ = ["VERSION", "dumps", "hexed", "head", "located", "instructions", "probe_entry",
-           "probe_list", "probe_anatomy", "locals_report", "verdicts"]
+           "probe_list", "probe_anatomy", "probes_shown", "locals_report", "verdicts"]
 
 VERSION = 1
 
@@ -188,6 +188,34 @@ def probe_anatomy(anatomy) -> dict:
                          "this_probe": cpu.is_this_probe} for cpu in anatomy.cpus]
     document["damage"] = list(anatomy.damage)
     return document
+
+
+def probes_shown(shown) -> dict:
+    """kp-show: the first place's keys as version 1 had them, then the function, every place
+    shown (a whole function: all of them) and the function's probes elsewhere."""
+    document = probe_anatomy(shown.places[0])
+    document["damage"] += shown.damage
+    function = shown.function
+    document["function"] = None if function is None else {
+        "address": hexed(function.address), "symbol": function.symbol,
+        "module": function.module, "size": function.size}
+    document["whole_function"] = shown.whole_function
+    document["places"] = []
+    for place in shown.places:
+        entry = probe_anatomy(place)
+        del entry["schema"], entry["version"]
+        document["places"].append(entry)
+    document["also_in_function"] = [_elsewhere(row) for row in shown.others]
+    return document
+
+
+def _elsewhere(row: ProbeRow) -> dict:
+    entry = {"type": row.kind}
+    entry.update(located(row.probe.addr, row.location))
+    entry["flags"] = row.listed_flags()
+    entry["kprobe"] = hexed(row.probe.address)
+    entry["aggregate"] = hexed(row.aggregate.address) if row.aggregate else None
+    return entry
 
 
 # -- kp-locals ------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from gdb_kprobe.kernel.anatomy import KPROBE_STATUS
 from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import ProbeRow
 
-__all__ = ["debugfs_line", "verbose_lines", "probe_list", "probe_anatomy", "module_list",
-           "verdict", "blacklist", "kaslr"]
+__all__ = ["debugfs_line", "verbose_lines", "probe_list", "probe_anatomy", "probes_shown",
+           "module_list", "verdict", "blacklist", "kaslr"]
 
 
 def debugfs_line(row: ProbeRow, palette: Palette = PLAIN) -> str:
@@ -215,6 +215,39 @@ def _cpu_section(anatomy, palette: Palette) -> list[str]:
     for note in anatomy.damage:
         out.append(f"warning: {note}")
     return out
+
+
+def probes_shown(shown, palette: Palette = PLAIN) -> str:
+    """kp-show: each place's anatomy; for a whole function a count first, for one place a
+    last line naming the function's probes elsewhere."""
+    out = []
+    if shown.whole_function:
+        count = shown.probe_count
+        kinds = [(place.address, probe.row.kind) for place in shown.places
+                 for probe in place.probes]
+        out.append(palette.heading(f"{shown.function}: {count} probe{'s' if count != 1 else ''} "
+                                   f"in the function, at "
+                                   f"{_offsets(kinds, shown.function.address)}") + "\n\n")
+    out.append("\n".join(probe_anatomy(place, palette) for place in shown.places))
+    out.extend(f"warning: {note}\n" for note in shown.damage)
+    if shown.others:
+        kinds = [(row.probe.addr, row.kind) for row in shown.others]
+        out.append(f"also in {shown.function}: {_offsets(kinds, shown.function.address)}; "
+                   f"kp-show {shown.function.spec} shows every probe in it\n")
+    return "".join(out)
+
+
+def _offsets(kinds: list[tuple[int, str]], start: int) -> str:
+    """`+0x0 (kretprobe, kprobe) and +0x7 (kprobe)`: each address once, its probes' kinds."""
+    counts: dict[int, dict[str, int]] = {}
+    for address, kind in kinds:
+        counted = counts.setdefault(address - start, {})
+        name = "kretprobe" if kind == "r" else "kprobe"
+        counted[name] = counted.get(name, 0) + 1
+    parts = [f"+{offset:#x} (" + ", ".join(name if n == 1 else f"{n} {name}s"
+                                           for name, n in counted.items()) + ")"
+             for offset, counted in counts.items()]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def module_list(rows, damage: list[str]) -> str:

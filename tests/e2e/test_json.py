@@ -142,6 +142,33 @@ def test_kp_show_fields_and_counts(session):
     assert len(kret["cpus"]) >= 1 and all(c["kprobe_status_name"] for c in kret["cpus"])
 
 
+def test_kp_show_function(session):
+    """kp-show --json FUNCTION: every probed address of the function in `places`, as the
+    debugfs list has them; version 1's keys are the first place's. One place of it names the
+    others in `also_in_function`."""
+    listed = document(session, "kp-list --json inet_csk_accept", "kp-list")["probes"]
+    listed = sorted(listed, key=lambda p: int(p["address"], 16))    # stable: debugfs order
+    whole = document(session, "kp-show --json inet_csk_accept", "kp-show")
+    assert whole["whole_function"] and whole["also_in_function"] == []
+    assert whole["function"]["symbol"] == "inet_csk_accept" and whole["function"]["module"] is None
+    start = int(whole["function"]["address"], 16)
+    assert [(p["address"], p["offset"], p["type"], p["kprobe"]) for place in whole["places"]
+            for p in place["probes"]] == \
+        [(p["address"], p["offset"], p["type"], p["kprobe"]) for p in listed]
+    assert all(int(place["address"], 16) - start == place["offset"] for place in whole["places"])
+    assert len(whole["places"]) >= 2
+    first = {key: value for key, value in whole.items() if key in whole["places"][0]}
+    assert first == whole["places"][0]
+    last = whole["places"][-1]
+    one = document(session, f"kp-show --json inet_csk_accept+{last['offset']}", "kp-show")
+    assert not one["whole_function"] and one["function"] == whole["function"]
+    assert [place["address"] for place in one["places"]] == [one["address"]] == [last["address"]]
+    assert [(p["address"], p["type"], p["flags"], p["kprobe"], p["aggregate"])
+            for p in one["also_in_function"]] == \
+        [(p["address"], p["type"], p["flags"], p["kprobe"], p["aggregate"]) for p in listed
+         if p["address"] != last["address"]]
+
+
 def inner_place(session) -> str:
     """The lecture's inet_accept+20 where that is an instruction boundary (Debian 6.1);
     elsewhere the kernel's own inner probe place (the lab moves it to a boundary)."""

@@ -167,10 +167,64 @@ def test_stopped_in_the_pre_handler(session):
         session.lab.guest.wait(token)
 
 
+def listed_in(session, function: str) -> list[tuple[int, int, str]]:
+    """(address, offset, kind) of the debugfs list's probes in `function`, in address order
+    (debugfs order within an address)."""
+    found = re.findall(rf"^([0-9a-f]+)  ([kr])  {function}\+(0x[0-9a-f]+) ", session.stable_list(),
+                       re.M)
+    rows = [(int(address, 16), int(offset, 16), kind) for address, kind, offset in found]
+    return sorted(rows, key=lambda row: row[0])
+
+
+def in_words(rows: list[tuple[int, int, str]]) -> str:
+    """`+0x0 (kretprobe, kprobe) and +0x7 (kprobe)`, from debugfs rows."""
+    kinds: dict[int, list[str]] = {}
+    for _, offset, kind in rows:
+        kinds.setdefault(offset, []).append("kretprobe" if kind == "r" else "kprobe")
+    parts = [f"+{offset:#x} ({', '.join(names)})" for offset, names in kinds.items()]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def test_function_shows_every_probe_in_it(session):
+    """The issue's case: inet_csk_accept has the lab's probes at its entry and a few bytes in;
+    kp-show of the function shows both places, in address order, with the guest's offsets."""
+    rows = listed_in(session, "inet_csk_accept")
+    assert len({address for address, _, _ in rows}) >= 2, rows
+    out = show(session, "inet_csk_accept")
+    assert out.splitlines()[0] == (f"inet_csk_accept: {len(rows)} probes in the function, at "
+                                   f"{in_words(rows)}")
+    headings = re.findall(r"^inet_csk_accept\+(0x[0-9a-f]+) \((0x[0-9a-f]+)\): "
+                          r"(?:aggregate of )?(\d+) probes?$", out, re.M)
+    expected = {}
+    for address, offset, _ in rows:
+        expected[(offset, address)] = expected.get((offset, address), 0) + 1
+    assert [(int(offset, 16), int(address, 16), int(count)) for offset, address, count
+            in headings] == [(offset, address, count) for (offset, address), count
+                             in expected.items()]
+    assert out.count("per-CPU kprobe state") == len(headings)
+    assert "also in" not in out
+
+
+def test_one_place_names_the_other_probes_of_its_function(session):
+    rows = listed_in(session, "inet_csk_accept")
+    for address, offset, _ in rows[:1] + rows[-1:]:
+        others = [row for row in rows if row[0] != address]
+        for place in (f"inet_csk_accept+{offset:#x}", f"{address:#x}"):
+            out = show(session, place).splitlines()
+            assert out[0].startswith(f"inet_csk_accept+{offset:#x} ({address:#x}): "), out[0]
+            assert out[-1] == (f"also in inet_csk_accept: {in_words(others)}; kp-show "
+                               "inet_csk_accept shows every probe in it")
+    # a function whose probes all sit at one place names nothing else
+    assert "also in" not in show(session, "vfs_statx+0")
+
+
 @pytest.mark.parametrize("place, error", [
     ("nosuch_function", "no symbol `nosuch_function` in the kernel; check the spelling (tab "
                         "completes symbols) or name a module symbol as module:nosuch_function"),
     ("vfs_read+0x1", "no kprobe is registered at"),
+    ("vfs_read", "no kprobe is registered in vfs_read (0x"),
+    ("kp_lab_kprobe:kp_lab_target", "no kprobe is registered in kp_lab_target [kp_lab_kprobe] "
+                                    "(0x"),
     ("#99", "no line 99 in the last kp-list"),
     ("inet_accept+0xfffff", "offset 0xfffff is beyond the end of inet_accept"),
     ("inet_accept+zz", "bad offset `zz` in `inet_accept+zz`"),

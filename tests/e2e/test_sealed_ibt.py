@@ -40,7 +40,8 @@ def test_sealed_entry_is_found_everywhere(session):
         check = session.gdb_cmd(f"kp-check {name}")
         assert check.startswith(f"{name} -> {name}+0x4 ({address:#x})"), check
         show = session.gdb_cmd(f"kp-show {name}")
-        assert show.startswith(f"{name}+0x4 ({address:#x}): 1 probe"), show
+        assert show.startswith(f"{name}: 1 probe in the function, at +0x4 (kprobe)\n\n"
+                               f"{name}+0x4 ({address:#x}): 1 probe"), show
         locals_out = session.gdb_cmd(f"kp-locals {name}")
         assert locals_out.startswith(f"{name}+0x4 ({address:#x})"), locals_out
         out = sim_with_traffic(session, f"kp-sim {name}")

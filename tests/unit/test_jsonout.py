@@ -179,11 +179,18 @@ def anatomy(model, optimized: bool = True):
                       ["per-CPU state: unreadable"], [])
 
 
+def alone(model, document: dict) -> dict:
+    """A place's document as kp-show writes it when that place is all there is."""
+    place = {key: value for key, value in document.items() if key not in ("schema", "version")}
+    return document | {"function": None, "whole_function": False, "places": [place],
+                       "also_in_function": []}
+
+
 def test_kp_show_document_validates(model):
     jsonout, render, *_ = model
     found = anatomy(model)
     document = roundtrip(jsonout, jsonout.probe_anatomy(found))
-    validate(document, "kp-show")
+    validate(alone(model, document), "kp-show")
     assert document["schema"] == "kp-show" and document["symbol"] == "inet_accept"
     assert document["mechanism"] == "optprobe jmp"
     assert document["live"] == [{"address": "0xffffffff8189ad74", "bytes": "e987a2963e",
@@ -211,9 +218,68 @@ def test_kp_show_document_validates(model):
 def test_kp_show_without_optprobe_or_file_code(model):
     jsonout, *_ = model
     document = jsonout.probe_anatomy(anatomy(model, optimized=False))
-    validate(document, "kp-show")
+    validate(alone(model, document), "kp-show")
     assert document["optimized"] is None and document["original"] is None
     assert document["aggregate"] is None and document["jump_target"] is None
+
+
+def shown_function(model, whole: bool):
+    """inet_csk_accept with probes at +0x0 (the anatomy above, relabelled) and +0x7: kp-show
+    FUNCTION shows both places; kp-show inet_csk_accept+0x7 shows one, the other in brief."""
+    import dataclasses
+    from gdb_kprobe.kernel import function_probes
+    jsonout, render, kprobes, report, Location, _ = model
+    entry = anatomy(model, optimized=False)
+    entry = dataclasses.replace(entry, address=0xFFFFFFFF81855470,
+                                location=Location("inet_csk_accept", 0, 0x300, None))
+    at7 = dataclasses.replace(entry, address=0xFFFFFFFF81855477,
+                              location=Location("inet_csk_accept", 7, 0x300, None),
+                              probes=entry.probes[:1], aggregate=False)
+    function = function_probes.Function("inet_csk_accept", None, 0xFFFFFFFF81855470, 0x300)
+    if whole:
+        return function_probes.Shown(function, True, [entry, at7], [], ["one unreadable"], [])
+    other = report.ProbeRow(kprobe(kprobes, 0xFFFFFFFF81855470, FTRACE_ENTRY),
+                            entry.entry, "r", Location("inet_csk_accept", 0, 0x300, None))
+    kprobe_row = report.ProbeRow(kprobe(kprobes, 0xFFFFFFFF81855470, FTRACE_ENTRY),
+                                 entry.entry, "k", Location("inet_csk_accept", 0, 0x300, None))
+    return function_probes.Shown(function, False, [at7], [other, kprobe_row], [], [])
+
+
+def test_kp_show_function_document_validates(model):
+    jsonout, render, *_ = model
+    shown = shown_function(model, whole=True)
+    document = roundtrip(jsonout, jsonout.probes_shown(shown))
+    validate(document, "kp-show")
+    assert document["whole_function"] and document["also_in_function"] == []
+    assert document["function"] == {"address": "0xffffffff81855470",
+                                    "symbol": "inet_csk_accept", "module": None, "size": 0x300}
+    assert [place["offset"] for place in document["places"]] == [0, 7]
+    # version 1's keys are the first place's, plus the places that could not be read
+    first = {key: value for key, value in document.items() if key in document["places"][0]}
+    assert first == document["places"][0] | {"damage": document["damage"]}
+    assert document["damage"][-1] == "one unreadable"
+    text = render.probes_shown(shown)
+    assert text.splitlines()[0] == ("inet_csk_accept: 3 probes in the function, at +0x0 "
+                                    "(kprobe, kretprobe) and +0x7 (kprobe)")
+    assert text.count("per-CPU kprobe state") == 2 and "also in" not in text
+
+
+def test_kp_show_one_place_names_the_others(model):
+    jsonout, render, *_ = model
+    shown = shown_function(model, whole=False)
+    document = roundtrip(jsonout, jsonout.probes_shown(shown))
+    validate(document, "kp-show")
+    assert not document["whole_function"] and len(document["places"]) == 1
+    assert [(p["type"], p["offset"]) for p in document["also_in_function"]] == [("r", 0),
+                                                                             ("k", 0)]
+    text = render.probes_shown(shown)
+    assert text.splitlines()[-1] == ("also in inet_csk_accept: +0x0 (kretprobe, kprobe); "
+                                     "kp-show inet_csk_accept shows every probe in it")
+    assert text == render.probe_anatomy(shown.places[0]) + text.splitlines()[-1] + "\n"
+    validator = jsonschema.Draft202012Validator(schema("kp-show"))
+    assert not validator.is_valid(document | {"extra": 1})
+    document["places"][0]["extra"] = 1
+    assert not validator.is_valid(document)
 
 
 # -- kp-locals --------------------------------------------------------------------------------

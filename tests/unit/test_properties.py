@@ -516,8 +516,8 @@ def world(fake_gdb, tmp_path, monkeypatch) -> World:
     from gdb_kprobe.analysis import prologue, scope
     from gdb_kprobe.commands import base, kp_show, last_list
     from gdb_kprobe.errors import KpError
-    from gdb_kprobe.kernel import (anatomy, blacklist, checks, kprobes, kprobes_list, lists,
-                                   modules, places)
+    from gdb_kprobe.kernel import (anatomy, blacklist, checks, function_probes, kprobes,
+                                   kprobes_list, lists, modules, places)
     from gdb_kprobe.target import cache, disasm, symbols
     from gdb_kprobe.ui import jsonout, render
     found = World(fake_gdb, types.SimpleNamespace(**{
@@ -525,7 +525,8 @@ def world(fake_gdb, tmp_path, monkeypatch) -> World:
         "render": render, "scope": scope, "symbols": symbols, "cache": cache,
         "base": base, "kp_show": kp_show, "last_list": last_list, "KpError": KpError,
         "anatomy": anatomy, "blacklist": blacklist, "checks": checks, "kprobes": kprobes,
-        "lists": lists, "modules": modules, "report": kprobes_list}))
+        "lists": lists, "modules": modules, "report": kprobes_list,
+        "function_probes": function_probes}))
     fake_gdb.selected_inferior = lambda: found.memory
     monkeypatch.setattr(disasm, "_disassemble", found.disassemble)
     monkeypatch.setattr(symbols, "_kernel", symbols.ElfSymbols(str(vmlinux)))
@@ -951,11 +952,18 @@ def test_probe_list_of_damaged_kernel_memory(world, memory, verbose, elsewhere):
                                                       for row in result.probes)
     validate(m.jsonout.probe_list(result.rows), "kp-list")
     for address in [row.probe.addr for row in result.probes] + [elsewhere]:
-        anatomy = answer_or_kp_error(m.anatomy.gather, address)
-        event(f"kp-show: {'KpError' if is_error(anatomy) else anatomy.patch.mechanism}")
-        if not is_error(anatomy):
-            assert isinstance(m.render.probe_anatomy(anatomy), str)
-            validate(m.jsonout.probe_anatomy(anatomy), "kp-show")
+        shown = answer_or_kp_error(m.function_probes.at_address, address)
+        event(f"kp-show: {'KpError' if is_error(shown) else shown.places[0].patch.mechanism}")
+        if not is_error(shown):
+            assert isinstance(m.render.probes_shown(shown), str)
+            validate(m.jsonout.probes_shown(shown), "kp-show")
+    for row in result.probes[:2]:
+        if row.location is not None and row.location.module is None:
+            shown = answer_or_kp_error(m.function_probes.in_function, row.location.symbol)
+            event(f"kp-show FUNCTION: {'KpError' if is_error(shown) else len(shown.places)}")
+            if not is_error(shown):
+                assert isinstance(m.render.probes_shown(shown), str)
+                validate(m.jsonout.probes_shown(shown), "kp-show")
 
 
 @repeatable(max_examples=150)
@@ -1015,6 +1023,7 @@ def test_place_specs_and_kprobe_events_lines(world, memory, lines):
             if not is_error(place):
                 assert isinstance(str(place), str)
             answer_or_kp_error(m.kp_show._address_of, spec)
+            answer_or_kp_error(m.kp_show._shown, spec)
             verdict = answer_or_kp_error(m.checks.check, spec)
             event("kp-check: " + ("KpError" if is_error(verdict) else
                                   verdict.kprobe_events.errno_name or "accepted"))
