@@ -52,6 +52,24 @@ EXAMPLES = {
                "kp-show vfs_read\n"
                "no kprobe is registered in vfs_read (0xffffffff8134cc50, 0x30c bytes); kp-list "
                "shows the registered ones",
+    "kp-locals": "kp-locals inet_accept --offsets\n"
+                 "inet_accept (0xffffffff8189ad60, 0x98 bytes, net/ipv4/af_inet.c:767): 42 "
+                 "instructions in 16 rows\n"
+                 "offsets       n  probe        inlined      sock   newsock  flags  kern   sk1  "
+                 " sk2   err         sk\n"
+                 "+0x0          1  ok (ftrace)               %rdi   %rsi     %rdx   %rcx   -    "
+                 " -     unalloc\n"
+                 "+0x14         1  ok (probed)               %rdi   %r12     %rdx   %rcx   -    "
+                 " -     unalloc\n"
+                 "+0x18         1  ok                        %rdi   %r12     %rdx   %rcx   -    "
+                 " -     +0x4(%rsp)\n"
+                 "+0x4e..+0x53  3  ok           lock_sock()                                    "
+                 "                    %rax\n"
+                 "  ...\n"
+                 "params: sock (struct socket *), newsock (struct socket *), flags (int), kern "
+                 "(bool)\n"
+                 "locals: sk1 (struct sock *), sk2 (struct sock *), err (int)\n"
+                 "params of inlined lock_sock(): sk (struct sock *)",
     "kp-where": "kp-where\ncpu0 is handling a kprobe: inet_csk_accept+0x5 (current_kprobe "
                 "0xff11000004c7c900, kprobe_status KPROBE_HIT_ACTIVE)\n  stage: pre-handler",
 }

@@ -10,6 +10,7 @@ __all__ = [
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
     "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "MAX_INSN_SIZE", "REL32_SIZE",
     "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
+    "unemulated_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
 ]
 
@@ -76,6 +77,35 @@ def is_exception_insn(raw: bytes) -> bool:
     if opcode[:1] == b"\x0f":
         return opcode[1:2] in (b"\xff", b"\xb9", b"\x0b")
     return opcode[:1] in (b"\xcc", b"\xcd", b"\xce", b"\xf1")
+
+
+def unemulated_insn(raw: bytes) -> str | None:
+    """Why prepare_emulation() (arch/x86/kernel/kprobes/core.c, 5.16 and later) refuses an
+    instruction with -EOPNOTSUPP, or None: far call/jmp, iret, and an indirect call or jmp
+    through memory or with a 32-bit address ("TODO: support memory addressing"). Kernels
+    built with retpolines call through thunks instead; frame-pointer builds keep them."""
+    at = 0
+    address_32 = False
+    while at < len(raw) and raw[at] in _PREFIXES:
+        address_32 = address_32 or raw[at] == 0x67
+        at += 1
+    if at < len(raw) and 0x40 <= raw[at] <= 0x4F:
+        at += 1
+    opcode = raw[at:at + 1]
+    if opcode in (b"\x9a", b"\xea"):
+        return "a far call or jmp with a segment"
+    if opcode == b"\xcf":
+        return "iret"
+    if opcode != b"\xff" or at + 1 >= len(raw):
+        return None
+    modrm = raw[at + 1]
+    reg, mod = (modrm >> 3) & 7, modrm >> 6
+    if reg in (3, 5):
+        return "a far indirect call or jmp"
+    if reg in (2, 4) and (mod != 3 or address_32):
+        return ("an indirect call or jmp through memory: kprobes emulate it only through a "
+                "register")
+    return None
 
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule

@@ -28,9 +28,10 @@ class Verdict:
     notes: list[str]
 
 
-def check(spec: str) -> Verdict:
-    """The kernel's verdicts on `spec`: through register_kprobe() and through kprobe_events."""
-    checker = RegisterChecker()
+def check(spec: str, checker: RegisterChecker | None = None) -> Verdict:
+    """The kernel's verdicts on `spec`: through register_kprobe() and through kprobe_events.
+    One `checker` may serve many places read at the same stop (kp-locals --offsets)."""
+    checker = checker or RegisterChecker()
     text = spec.strip()
     parsed = probe_spec.parse_event_place(text)
     notes: list[str] = []

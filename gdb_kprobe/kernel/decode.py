@@ -15,7 +15,8 @@ from gdb_kprobe.kernel import ftrace, kprobes
 from gdb_kprobe.kernel.places import Place
 from gdb_kprobe.target import disasm, layouts, memory
 
-__all__ = ["Boundary", "check", "check_live", "recovered_code", "require_boundary", "EILSEQ"]
+__all__ = ["Boundary", "check", "check_live", "recovered_code", "require_boundary",
+           "function_code", "EILSEQ"]
 
 MAX_INSN_SIZE = 16
 
@@ -110,3 +111,14 @@ def check_live(place: Place) -> Boundary:
         data = recovered_code(start, end)
     insns = disasm.from_bytes(start, data, place.address)
     return _boundary_at(place.address, insns)
+
+
+def function_code(start: int, size: int, in_module: bool) -> list[disasm.Insn]:
+    """Every instruction of the function [start, start + size) at rest: the vmlinux file's
+    code, or a module's live code with the probes' bytes put back (module text has no file
+    copy here). Its boundaries are the places a kprobe may go."""
+    end = start + size
+    if not in_module:
+        return disasm.original(start, None, end) or []
+    # the size runs to the next symbol: its last instruction may end past it
+    return disasm.from_bytes(start, recovered_code(start, end + arch.MAX_INSN_SIZE), end)

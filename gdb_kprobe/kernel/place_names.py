@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import bisect
 
-from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import decode, places
 from gdb_kprobe.kernel.kallsyms import Symbolizer
-from gdb_kprobe.target import disasm, symbols
+from gdb_kprobe.target import symbols
 
 __all__ = ["complete"]
 
@@ -63,12 +62,7 @@ def _offsets(token: str, symbolizer: Symbolizer | None) -> list[str]:
         return []
     if not place.size or place.offset:
         return []
-    start, end = place.address, place.address + place.size
-    if place.module is None:
-        code = disasm.original(start, None, end) or []
-    else:
-        # the size runs to the next symbol: its last instruction may end past it
-        code = disasm.from_bytes(start, decode.recovered_code(start, end + arch.MAX_INSN_SIZE),
-                                 end)
+    start = place.address
+    code = decode.function_code(start, place.size, place.module is not None)
     spelled = [f"{base}+{insn.address - start:#x}" for insn in code]
     return [text for text in spelled if text.startswith(token)] if typed else spelled

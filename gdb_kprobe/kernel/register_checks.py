@@ -16,7 +16,7 @@ import os
 
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import blacklist, decode, ftrace, kprobes, patchsites, places
+from gdb_kprobe.kernel import blacklist, decode, ftrace, kprobes, lists, patchsites, places
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.places import Place
 from gdb_kprobe.target import disasm, inlines, memory, symbols
@@ -34,6 +34,7 @@ KPROBE_ERRNO_MEANING = {
     errno.EEXIST: "this probe is registered already",
     errno.EBUSY: "the place is in use by something kprobes cannot share it with",
     errno.ENOMEM: "the kernel ran out of memory for the probe",
+    errno.EOPNOTSUPP: "kprobes cannot emulate the instruction here",
 }
 
 
@@ -85,6 +86,7 @@ class RegisterChecker:
     def __init__(self) -> None:
         self.symbolizer = Symbolizer()
         self._registered: dict[tuple, Registered] = {}
+        self._blacklist: lists.Walk | None = None
 
     # -- register_kprobe() -----------------------------------------------------------------
     def register(self, name: str | None, address: int | None, offset: int,
@@ -159,7 +161,9 @@ class RegisterChecker:
         if not self._in_text(address):
             raise Refused(errno.EINVAL, "not in kernel or module text (core_kernel_text / "
                            "__module_text_address)", place)
-        walk = blacklist.read_blacklist()
+        if self._blacklist is None:        # one walk per run: it holds many places
+            self._blacklist = blacklist.read_blacklist()
+        walk = self._blacklist
         if walk.damage:
             notes.append(f"the blacklist could not be read whole: {walk.damage}")
         if blacklist.blacklisted(address, walk.items, self.symbolizer):
@@ -199,7 +203,8 @@ class RegisterChecker:
         """prepare_kprobe(): ftrace-based at an fentry site, else arch_prepare_kprobe():
         can_probe() on the live code (-EILSEQ off a boundary, and on an exception
         instruction where the kernel's can_probe() inlines is_exception_insn()), then
-        __copy_instruction() refuses an int3 it cannot recover (-EINVAL)."""
+        __copy_instruction() refuses an int3 it cannot recover (-EINVAL), then
+        prepare_emulation() an instruction it cannot emulate (-EOPNOTSUPP)."""
         if ftrace.location_range(place.address, place.address) == place.address:
             return ["ftrace-based: this is the function's fentry call site (KPROBE_FLAG_FTRACE); "
                     "no int3, never optimized"]
@@ -220,6 +225,10 @@ class RegisterChecker:
             raise Refused(errno.EINVAL, "an int3 no kprobe put there (padding after a patched "
                           "return, or another subsystem's breakpoint): __copy_instruction() "
                           "cannot recover what it replaced", place)
+        unemulated = arch.unemulated_insn(insn.raw)
+        if unemulated:
+            raise Refused(errno.EOPNOTSUPP, f"`{insn.asm}` is {unemulated} "
+                          "(prepare_emulation())", place)
         try:
             function_insns = decode.check(place).function_insns
         except KpError as exc:

@@ -21,7 +21,7 @@ from gdb_kprobe.kernel.kallsyms import Location
 from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow
 
 __all__ = ["VERSION", "dumps", "hexed", "head", "located", "instructions", "probe_entry",
-           "probe_list", "probe_anatomy", "probes_shown", "locals_report", "verdicts"]
+           "probe_list", "probe_anatomy", "probes_shown", "locals_report", "verdicts", "answer"]
 
 VERSION = 1
 
@@ -267,11 +267,12 @@ def locals_report(report) -> dict:
 
 # -- kp-check -------------------------------------------------------------------------------
 
-def _answer(answer) -> dict | None:
-    if answer is None:
+def answer(given) -> dict | None:
+    """One interface's answer (kernel/register_checks.Answer) as {accepted, errno, reason}."""
+    if given is None:
         return None
-    return {"accepted": answer.accepted, "errno": answer.errno_name or None,
-            "reason": answer.reason}
+    return {"accepted": given.accepted, "errno": given.errno_name or None,
+            "reason": given.reason}
 
 
 def verdicts(results) -> dict:
@@ -279,7 +280,7 @@ def verdicts(results) -> dict:
     document = head("kp-check")
     document["places"] = [{"spec": result.spec, "address": hexed(result.address),
                            "place": result.place,
-                           "register_kprobe": _answer(result.register_kprobe),
-                           "kprobe_events": _answer(result.kprobe_events),
+                           "register_kprobe": answer(result.register_kprobe),
+                           "kprobe_events": answer(result.kprobe_events),
                            "notes": list(result.notes)} for result in results]
     return document
