@@ -17,7 +17,7 @@ import gdb
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 
-__all__ = ["Variable", "variables_at", "values"]
+__all__ = ["Variable", "variables_at", "values", "types_at"]
 
 
 @dataclasses.dataclass
@@ -118,6 +118,11 @@ def _block_symbols(pc: int) -> dict[str, gdb.Symbol]:
             break
         block = block.superblock
     return found
+
+
+def types_at(pc: int) -> dict[str, gdb.Type]:
+    """The declared (unstripped) type of each parameter and local in scope at `pc`."""
+    return {name: symbol.type for name, symbol in _block_symbols(pc).items()}
 
 
 def variables_at(pc: int) -> list[Variable]:

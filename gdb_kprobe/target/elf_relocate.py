@@ -92,7 +92,7 @@ def write_placed(path: str, addresses: dict[str, int]) -> str:
         atexit.register(shutil.rmtree, _directory, True)
     with open(path, "rb") as handle:
         data = placed(handle.read(), addresses)
-    text = addresses.get(".text", 0)
+    text = addresses.get(".text") or min(addresses.values(), default=0)
     copy = os.path.join(_directory, f"{os.path.basename(path)[:-3]}@{text:x}.ko")
     with open(copy, "wb") as handle:
         handle.write(data)
