@@ -17,7 +17,7 @@ from gdb_kprobe.analysis import probe_locals, prologue, scope
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import checks, decode, ftrace, places
 from gdb_kprobe.kernel.register_checks import RegisterChecker
-from gdb_kprobe.target import disasm, symbols
+from gdb_kprobe.target import cfi, disasm, symbols
 
 __all__ = ["Column", "Cell", "Row", "OffsetsTable", "build", "readable", "verdict_label"]
 
@@ -128,7 +128,7 @@ def build(spec: str) -> OffsetsTable:
     rows = []
     for insn in code:
         offset = insn.address - start
-        facts, _ = prologue.analyse(code, insn.address)
+        facts, _ = prologue.analyse(code, insn.address, cfi.cfa_at(insn.address))
         variables = _variables(insn.address, notes)
         inlined = _inlined(insn.address, function.symbol)
         for variable in variables:

@@ -11,7 +11,7 @@ from gdb_kprobe import arch
 from gdb_kprobe.analysis import prologue, scope
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import decode, places
-from gdb_kprobe.target import context, memory
+from gdb_kprobe.target import cfi, context, memory
 
 __all__ = ["LocalsReport", "report_at", "build", "fetch_line", "placement"]
 
@@ -59,7 +59,8 @@ def _frame_at(address: int, wanted: int | None) -> tuple[gdb.Frame | None, int |
 def build(place: places.Place, frame: gdb.Frame | None, level: int | None) -> LocalsReport:
     """The report on `place`, values read in `frame` (None: not stopped there)."""
     boundary = decode.check(place)
-    facts, slots = prologue.analyse(boundary.function_insns, place.address)
+    facts, slots = prologue.analyse(boundary.function_insns, place.address,
+                                    cfi.cfa_at(place.address))
     variables = scope.variables_at(place.address)
     where_now = {v.name: placement(v, facts) for v in variables}
     values = scope.values(frame, [v.name for v in variables]) if frame is not None else None
@@ -93,7 +94,8 @@ def placement(variable: scope.Variable, facts: prologue.Prologue) -> str:
             return f"{variable.offset + 16:+#x}(%rbp)  [{cfa_text}]"
         from_rsp = facts.cfa_from_rsp + variable.offset
         if from_rsp < 0:
-            return f"{cfa_text}: below %rsp, not allocated yet at this PC"
+            return (f"{cfa_text}: below %rsp, freed by the epilogue at this PC" if facts.epilogue
+                    else f"{cfa_text}: below %rsp, not allocated yet at this PC")
         return f"{from_rsp:+#x}(%rsp)  [{cfa_text}]"
     if variable.where == "regoffset":
         return f"{variable.offset:+#x}(%{variable.register})"

@@ -17,6 +17,7 @@ import gdb
 
 from gdb_kprobe import arch
 from gdb_kprobe.analysis import prologue, scope
+from gdb_kprobe.target import cfi
 from gdb_kprobe.analysis.probe_locals import placement
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import decode, places
@@ -213,7 +214,8 @@ def build(place: places.Place) -> ModuleModel:
     boundary = decode.check(place)
     if not boundary.ok:
         decode.require_boundary(place)          # raises with the instruction it falls in
-    facts, _slots = prologue.analyse(boundary.function_insns, place.address)
+    facts, _slots = prologue.analyse(boundary.function_insns, place.address,
+                                     cfi.cfa_at(place.address))
     types = scope.types_at(place.address)
     reads = [read_of(v, c_type(types[v.name]), facts)
              for v in scope.variables_at(place.address) if v.name in types]

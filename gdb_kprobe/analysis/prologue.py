@@ -25,9 +25,10 @@ _SLOT = re.compile(r"(-?0x[0-9a-f]+|-?\d+)?\(%(rbp|rsp)\)")
 class Prologue:
     pushes: list[str]                 # registers pushed before the PC, in order
     allocated: int                    # bytes from `sub $N,%rsp` before the PC
-    frame_pointer: bool               # push %rbp; mov %rsp,%rbp both done before the PC
+    frame_pointer: bool               # CFA = %rbp+16 at the PC (push %rbp; mov %rsp,%rbp done)
     cfa_from_rsp: int                 # CFA = %rsp + this, at the PC
     end: int | None                   # address right after the last prologue instruction
+    epilogue: bool = False            # the CFI says the frame is being torn down at the PC
 
     @property
     def frame_size(self) -> int:
@@ -57,8 +58,11 @@ def _imm(text: str) -> int:
         raise KpError(f"cannot read the number `{text}` in the disassembly") from None
 
 
-def analyse(insns: Sequence["Insn"], pc: int) -> tuple[Prologue, list[Slot]]:
-    """Walk instructions from the function start up to (not including) `pc`."""
+def analyse(insns: Sequence["Insn"], pc: int,
+            cfa: tuple[str, int] | None = None) -> tuple[Prologue, list[Slot]]:
+    """Walk instructions from the function start up to (not including) `pc`. `cfa`, the
+    compiler's CFA rule at `pc` (target/cfi.py), corrects the walk where it cannot be right:
+    epilogues and code laid out after a `ret`."""
     pushes: list[str] = []
     allocated = 0
     saw_push_rbp = False
@@ -67,6 +71,7 @@ def analyse(insns: Sequence["Insn"], pc: int) -> tuple[Prologue, list[Slot]]:
     end = None
     in_prologue = True
     depth_at: dict[int, int] = {}
+    depth_max = depth                 # the frame the prologue built (CFA - %rsp in the body)
     slots: list[Slot] = []
     for insn in insns:
         if insn.address >= pc and not in_prologue:
@@ -102,12 +107,21 @@ def analyse(insns: Sequence["Insn"], pc: int) -> tuple[Prologue, list[Slot]]:
         if is_prologue:
             end = insn.address + len(insn.raw)
         depth_at[insn.address] = depth
+        if in_prologue or is_prologue:
+            depth_max = max(depth_max, depth)
         if insn.address < pc:
             for match in _SLOT.finditer(asm):
                 offset = _imm(match.group(1)) if match.group(1) else 0
                 slots.append(Slot(match.group(2), offset, None, insn.address, asm))
     cfa_from_rsp = 8 + 8 * len(pushes) + allocated
-    prologue = Prologue(pushes, allocated, frame_pointer, cfa_from_rsp, end)
+    prologue = _with_cfi(Prologue(pushes, allocated, frame_pointer, cfa_from_rsp, end), cfa,
+                         pc, depth_max)
+    _place_slots(slots, insns, depth_at, frame_pointer)
+    return prologue, slots
+
+
+def _place_slots(slots: list[Slot], insns, depth_at: dict[int, int], frame_pointer: bool) -> None:
+    """Each touched slot's CFA offset, with %rbp or %rsp as they were at its instruction."""
     for slot in slots:
         if slot.register == "rbp":
             slot.cfa_offset = slot.offset - 16 if frame_pointer else None
@@ -115,7 +129,18 @@ def analyse(insns: Sequence["Insn"], pc: int) -> tuple[Prologue, list[Slot]]:
             # %rsp at that instruction: depth before it executed
             before = _depth_before(insns, slot.insn_address, depth_at)
             slot.cfa_offset = slot.offset - before
-    return prologue, slots
+
+
+def _with_cfi(walked: Prologue, cfa: tuple[str, int] | None, pc: int,
+              depth_max: int) -> Prologue:
+    """The walk's facts corrected by the compiler's CFA rule at the PC, when there is one."""
+    if cfa is None or cfa[0] not in ("rsp", "rbp"):
+        return walked
+    # past the prologue, a frame smaller than the one it built is being torn down
+    epilogue = walked.end is not None and pc >= walked.end and cfa[0] == "rsp" and (
+        walked.frame_pointer or cfa[1] < depth_max)
+    return dataclasses.replace(walked, frame_pointer=cfa == ("rbp", 16), epilogue=epilogue,
+                               cfa_from_rsp=cfa[1] if cfa[0] == "rsp" else walked.cfa_from_rsp)
 
 
 def _depth_before(insns, address: int, depth_at: dict[int, int]) -> int:

@@ -1,0 +1,221 @@
+"""Where the CFA is at any PC of the kernel image, from the vmlinux's `.debug_frame`.
+
+The compiler describes every instruction of a C function in its call-frame information
+(CFI): after each push, `sub $N,%rsp`, `mov %rsp,%rbp`, pop, `add $N,%rsp` or `leave`, and
+across `ret` into code that still has the full frame (remember/restore_state). A walk over
+the instructions (analysis/prologue.py) gets the prologue right but not an epilogue, nor
+code laid out after a `ret`; the CFI gets all of them. Only the CFA rule is evaluated:
+`CFA = %reg + offset`. A CFA given by a DWARF expression, a PC without an FDE (asm code,
+modules) or a vmlinux without `.debug_frame` gives None, and callers keep their walk.
+
+The Debian cloud vmlinux and the lab's 6.1-fp build both carry `.debug_frame` (gcc -g with
+-fno-asynchronous-unwind-tables puts the CFI there instead of `.eh_frame`).
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import struct
+from typing import NamedTuple
+
+from gdb_kprobe.target import cache, symbols
+
+__all__ = ["CfaRule", "cfa_at"]
+
+# DWARF register numbers of x86-64 (System V psABI, figure 3.36)
+_DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+               "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+class CfaRule(NamedTuple):
+    register: str      # "rsp" or "rbp" (or another register)
+    offset: int        # CFA = register + offset
+
+
+class _Frames:
+    """The FDEs of one ELF file's .debug_frame, sorted by start address."""
+
+    def __init__(self, path: str, bias: int) -> None:
+        self.bias = bias
+        self.data = b""
+        self.starts: list[int] = []
+        self.fdes: list[tuple[int, int, int, int]] = []   # (start, end, offset, cie offset)
+        with open(path, "rb") as handle, \
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as image:
+            section = _section(image, ".debug_frame")
+            if section is not None:
+                self.data = bytes(image[section[0]: section[0] + section[1]])
+        self._index()
+        self._cies: dict[int, tuple[int, int, bytes]] = {}
+
+    def _index(self) -> None:
+        data, offset, found = self.data, 0, []
+        while offset + 4 <= len(data):
+            length, = struct.unpack_from("<I", data, offset)
+            if length == 0xFFFFFFFF or length == 0:      # 64-bit DWARF or a terminator
+                break
+            cie_id, = struct.unpack_from("<I", data, offset + 4)
+            if cie_id != 0xFFFFFFFF and offset + 24 <= len(data):
+                start, size = struct.unpack_from("<QQ", data, offset + 8)
+                if start:
+                    found.append((start, start + size, offset, cie_id))
+            offset += 4 + length
+        found.sort()
+        self.fdes = found
+        self.starts = [entry[0] for entry in found]
+
+    def rule_at(self, pc: int) -> CfaRule | None:
+        pc -= self.bias
+        index = bisect.bisect_right(self.starts, pc) - 1
+        if index < 0 or not self.fdes[index][0] <= pc < self.fdes[index][1]:
+            return None
+        start, _end, offset, cie_offset = self.fdes[index]
+        code_align, data_align, initial = self._cie(cie_offset)
+        length, = struct.unpack_from("<I", self.data, offset)
+        program = self.data[offset + 24: offset + 4 + length]
+        rule = _run(initial, None, code_align, data_align, start, pc)
+        return _run(program, rule, code_align, data_align, start, pc)
+
+    def _cie(self, offset: int) -> tuple[int, int, bytes]:
+        if offset not in self._cies:
+            data = self.data
+            length, = struct.unpack_from("<I", data, offset)
+            end = offset + 4 + length
+            version = data[offset + 8]
+            cursor = data.index(b"\0", offset + 9) + 1         # augmentation string
+            if version >= 4:
+                cursor += 2                                     # address and segment size
+            code_align, cursor = _uleb(data, cursor)
+            data_align, cursor = _sleb(data, cursor)
+            if version == 1:
+                cursor += 1
+            else:
+                _, cursor = _uleb(data, cursor)                 # return address register
+            self._cies[offset] = (code_align, data_align, data[cursor:end])
+        return self._cies[offset]
+
+
+def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
+         location: int, pc: int) -> CfaRule | None:
+    """Execute CFA instructions from `location` until the row that covers `pc`."""
+    stack: list[CfaRule | None] = []
+    cursor = 0
+    while cursor < len(program):
+        op = program[cursor]
+        cursor += 1
+        high, low = op & 0xC0, op & 0x3F
+        if high == 0x40:                                        # advance_loc
+            location += low * code_align
+        elif high == 0x80:                                      # offset: a register's slot
+            _, cursor = _uleb(program, cursor)
+        elif high == 0xC0:                                      # restore
+            pass
+        elif op in (0x02, 0x03, 0x04):                          # advance_loc1/2/4
+            size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
+            location += int.from_bytes(program[cursor: cursor + size], "little") * code_align
+            cursor += size
+        elif op == 0x01:                                        # set_loc
+            location = struct.unpack_from("<Q", program, cursor)[0]
+            cursor += 8
+        elif op == 0x0A:
+            stack.append(rule)
+        elif op == 0x0B:
+            rule = stack.pop() if stack else rule
+        elif op in (0x0C, 0x12):                                # def_cfa, def_cfa_sf
+            register, cursor = _uleb(program, cursor)
+            offset, cursor = (_uleb if op == 0x0C else _sleb)(program, cursor)
+            rule = CfaRule(_name(register), offset * (1 if op == 0x0C else data_align))
+        elif op == 0x0D:                                        # def_cfa_register
+            register, cursor = _uleb(program, cursor)
+            rule = CfaRule(_name(register), rule.offset if rule else 0)
+        elif op in (0x0E, 0x13):                                # def_cfa_offset(_sf)
+            offset, cursor = (_uleb if op == 0x0E else _sleb)(program, cursor)
+            offset *= 1 if op == 0x0E else data_align
+            rule = CfaRule(rule.register, offset) if rule else None
+        elif op == 0x0F:                                        # def_cfa_expression
+            size, cursor = _uleb(program, cursor)
+            cursor += size
+            rule = None
+        else:
+            cursor = _skip_operands(op, program, cursor)
+            if cursor is None:                                  # an opcode we do not know
+                return None
+        if location > pc:
+            break
+    return rule
+
+
+def _skip_operands(op: int, program: bytes, cursor: int) -> int | None:
+    if op in (0x00, 0x0A, 0x0B):
+        return cursor
+    if op in (0x06, 0x07, 0x08, 0x2E):                          # one uleb
+        return _uleb(program, cursor)[1]
+    if op in (0x05, 0x09, 0x11, 0x14, 0x15, 0x2F):              # two numbers
+        return _uleb(program, _uleb(program, cursor)[1])[1]
+    if op in (0x10, 0x16):                                      # register, block
+        cursor = _uleb(program, cursor)[1]
+        size, cursor = _uleb(program, cursor)
+        return cursor + size
+    return None
+
+
+def _name(register: int) -> str:
+    return _DWARF_REGS[register] if register < len(_DWARF_REGS) else f"dwarf{register}"
+
+
+def _uleb(data: bytes, cursor: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[cursor]
+        cursor += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, cursor
+
+
+def _sleb(data: bytes, cursor: int) -> tuple[int, int]:
+    value, end = _uleb(data, cursor)
+    bits = 7 * (end - cursor)
+    if value & (1 << (bits - 1)):
+        value -= 1 << bits
+    return value, end
+
+
+def _section(image, name: str) -> tuple[int, int] | None:
+    """(file offset, size) of a section of a 64-bit ELF file, or None."""
+    if image[:4] != b"\x7fELF":
+        return None
+    shoff, = struct.unpack_from("<Q", image, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize)
+               for i in range(shnum)]
+    names = headers[shstrndx][4]
+    wanted = name.encode() + b"\0"
+    for header in headers:
+        start = names + header[0]
+        if image[start: start + len(wanted)] == wanted:
+            return header[4], header[5]
+    return None
+
+
+@cache.cache_until(*cache.OBJFILE, "relocate")
+def _kernel_frames() -> _Frames | None:
+    table = symbols.kernel()
+    try:
+        return _Frames(table.path, table.bias)
+    except (OSError, ValueError, struct.error, IndexError):
+        return None
+
+
+def cfa_at(pc: int) -> CfaRule | None:
+    """The CFA rule at `pc` in the kernel image, or None (no CFI for it: keep the walk)."""
+    if not symbols.in_kernel_image(pc):
+        return None
+    frames = _kernel_frames()
+    if frames is None:
+        return None
+    try:
+        return frames.rule_at(pc)
+    except (IndexError, ValueError, struct.error):      # damaged CFI: as if there were none
+        return None
