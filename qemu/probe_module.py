@@ -4,19 +4,32 @@ kernel's headers, carry it into the running guest, load it, and read its printk 
 A module built after boot cannot come through the initramfs (qemu/build.py): it goes over the
 serial console instead, its debug info stripped (gdb reads the unstripped .ko on the host),
 base64-encoded in lines that fit a canonical tty line, decoded by the guest's busybox.
+
+The same by hand, against the lab `make lab` runs (the tutorial's last chapter):
+
+    .venv/bin/python -m qemu.probe_module load DIR     # DIR: built with make -C <headers> M=DIR
+
+It takes the guest's console the way `make shell` does (leave `make shell` first, and let the
+guest run: `continue` in gdb), carries DIR's .ko over, insmods it and prints the module's line.
 """
 from __future__ import annotations
 
+import argparse
 import base64
+import os
 import pathlib
 import re
+import socket
 import subprocess
+import sys
 import tempfile
 from typing import Callable
 
+import pexpect
+
 from qemu import kernels, oracle
 
-__all__ = ["build", "push", "load", "unload", "printed", "parse_line"]
+__all__ = ["build", "push", "load", "unload", "printed", "parse_line", "main"]
 
 Run = Callable[..., str]
 
@@ -55,14 +68,15 @@ def push(run: Run, ko: pathlib.Path, guest_dir: str = "/tmp") -> str:
     return target
 
 
-def load(run: Run, guest_path: str) -> None:
-    """insmod, and the module's own line that it planted its probe."""
+def load(run: Run, guest_path: str) -> str:
+    """insmod; returns the module's own line that it planted its probe."""
     name = pathlib.PurePath(guest_path).stem
     run("dmesg -c > /dev/null")
     run(f"insmod {guest_path}")
     planted = run(f"dmesg | grep '{name}: planted at' || true")
     if "planted at" not in planted:
         raise RuntimeError(f"{name} loaded without planting its probe: {run('dmesg')}")
+    return planted.strip()
 
 
 def unload(run: Run, name: str) -> None:
@@ -79,3 +93,68 @@ def parse_line(line: str) -> dict[str, str]:
     """`name=value` pairs of one printed line (`&name` for an address)."""
     text = re.sub(r"^\[[\s\d.]+\] ", "", line).split(": ", 1)[1]
     return dict(re.findall(r"(&?\w+)=(\S+)", text))
+
+
+# -- by hand: python -m qemu.probe_module load DIR ------------------------------------------
+ANSWER_TIMEOUT = 15
+# where the console is: the tutorial's replay names its own lab's; else the one `make lab` ran
+CONSOLE_ENV = "KP_LAB_CONSOLE"
+
+
+def _console() -> socket.socket:
+    from qemu.lab import CONSOLE_POINTER
+    path = os.environ.get(CONSOLE_ENV) or (
+        CONSOLE_POINTER.read_text().strip() if CONSOLE_POINTER.exists() else "")
+    if not path:
+        raise SystemExit("probe_module: no lab is running (start one with `make lab`)")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError as exc:
+        raise SystemExit(f"probe_module: the lab's console {path} does not answer "
+                         f"({exc.strerror}); is `make lab` still running?") from None
+    return conn
+
+
+def load_by_hand(directory: pathlib.Path) -> str:
+    """Carry DIR's .ko into the running lab's guest over its console and insmod it."""
+    from qemu.lab import Guest
+    built = sorted(directory.glob("*.ko"))
+    if len(built) != 1:
+        raise SystemExit(f"probe_module: {len(built)} .ko files in {directory}, expected one "
+                         f"(build it first: make -C <headers> M={directory})")
+    guest = Guest(_console(), None)
+    try:
+        # the shell's tty settings as found (`make shell` echoes, the tutorial's replay not)
+        found = guest.run("stty -g", timeout=ANSWER_TIMEOUT)
+        saved = re.findall(r"^[0-9a-f]+(?::[0-9a-f]+)+$", found.replace("\r", ""), re.M)
+        guest.run("stty -echo")
+        try:
+            target = push(guest.run, built[0])
+            planted = load(guest.run, target)
+        finally:
+            if saved:
+                guest.run(f"stty {saved[-1]}")
+    except pexpect.TIMEOUT:
+        raise SystemExit("probe_module: the guest's console does not answer: let the guest run "
+                         "(`continue` in gdb) and leave `make shell` (Ctrl-]) first") from None
+    finally:
+        guest.close()
+    return (f"{built[0].name}: carried over the guest's console to {target} (debug info "
+            f"stripped; gdb reads it from {directory})\ninsmod {target}\n{planted}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qemu.probe_module", description=(
+        "Carry a module built from kp-locals --module into the running lab's guest (over its "
+        "console, as `make shell` reaches it) and load it."))
+    sub = parser.add_subparsers(dest="action", required=True)
+    load_ = sub.add_parser("load", help="copy DIR's .ko into the guest's /tmp and insmod it")
+    load_.add_argument("directory", type=pathlib.Path)
+    options = parser.parse_args(argv)
+    print(load_by_hand(options.directory))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

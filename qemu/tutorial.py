@@ -8,7 +8,9 @@ The steps are fenced blocks whose info string is `console <where> [attributes]`:
     ```console guest        lines starting `$ ` run in the guest shell, the rest is their output
     ```console gdb          lines starting `(gdb) ` run in gdb (attached to the guest)
     ```console host         lines starting `$ ` run in one bash at the repository root,
-                            with KERNEL set to the lab kernel
+                            with KERNEL set to the lab kernel; the guest runs and its
+                            console is free meanwhile (KP_LAB_CONSOLE names it), as after
+                            leaving `make shell`: `python -m qemu.probe_module load DIR`
     ```c excerpt=PATH       not run: the lines must appear in PATH in this order (`...` = a gap)
 
 Attributes: `kernel=6.1,6.12` (a step only for these kernels; its output comes from the first
@@ -40,7 +42,7 @@ import time
 import pexpect
 
 from qemu import kernels
-from qemu.lab import REPO, Attached, Gdb, Lab, LabError
+from qemu.lab import REPO, Attached, Gdb, Guest, Lab, LabError
 
 DOC = REPO / "docs" / "tutorial.md"
 REFERENCE_KERNEL = "6.1"
@@ -279,15 +281,27 @@ class Replay(Attached):
         return [self.lab.guest.wait(token, timeout=STEP_TIMEOUT, check=False) for token in tokens]
 
     def run_host(self, commands: list[str]) -> list[str]:
-        """A host block's commands in one bash (so `cd` and variables carry over)."""
+        """A host block's commands in one bash (so `cd` and variables carry over). The guest
+        runs and its console is free meanwhile, as a reader's after leaving `make shell`:
+        `python -m qemu.probe_module load DIR` takes it (KP_LAB_CONSOLE says where it is)."""
         marker = "KP-TUTORIAL-STEP"
         script = "".join(f"echo {marker}-{i}\n{command}\n" for i, command in enumerate(commands))
-        env = dict(os.environ, KERNEL=self.lab.kernel_name)
+        env = dict(os.environ, KERNEL=self.lab.kernel_name,
+                   KP_LAB_CONSOLE=str(self.lab.workdir / "console.sock"))
         # a reader's plain shell: not inside `make tutorial-check` (make[1]: ...) or the venv
         for name in ("PYTHONPATH", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
             env.pop(name, None)
-        result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, timeout=STEP_TIMEOUT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.resume()
+        self.lab.guest.close()
+        try:
+            result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env,
+                                    timeout=STEP_TIMEOUT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+        finally:
+            conn = self.lab._connect_console()
+            if conn is None:
+                raise LabError("QEMU went away during a host step")
+            self.lab.guest = Guest(conn, self.lab._log)
         parts = re.split(rf"^{marker}-\d+\n", result.stdout, flags=re.M)
         return parts[1:] + [""] * (len(commands) - len(parts) + 1)
 
@@ -354,6 +368,7 @@ def _run_block(replay_: Replay, block: Block, steps: list[Block], index: int,
                pending: list[tuple[Block, list[int]]], finish_pending) -> list[str]:
     """Run one block; `index` is the position after it in `steps`."""
     if block.where == "host":
+        finish_pending()
         return replay_.run_host([c.text for c in block.commands])
     if block.where == "guest":
         finish_pending()
