@@ -66,7 +66,7 @@ def scenario_path(name: str, kernel_name: str) -> pathlib.Path:
 def module_folder(ko_name: str) -> str:
     """The guest folder (under /lib/modules) of a lab module: `kp-lab` for the lab's modules
     (kp_lab_*, what the tutorial lists and scenarios load), `kp-test` for the tests' helpers
-    (kp_oracle: tests/e2e/test_oracle.py loads it)."""
+    (kp_oracle: tests/e2e/test_oracle.py loads it; kp_hidden: tests/e2e/test_hidden_module.py)."""
     return "kp-lab" if ko_name.startswith("kp_lab_") else "kp-test"
 
 

@@ -10,6 +10,9 @@ __all__ = [
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
     "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "MAX_INSN_SIZE", "REL32_SIZE",
     "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
+    "START_KERNEL_MAP", "KERNEL_IMAGE_SIZE_FIXED", "MODULES_END", "PAGE_OFFSET_L4",
+    "PAGE_OFFSET_L5", "DIRECT_MAP_SIZE_L4", "DIRECT_MAP_SIZE_L5", "VMALLOC_START_L4",
+    "VMALLOC_START_L5", "VMALLOC_SIZE_L4", "VMALLOC_SIZE_L5",
     "unemulated_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
 ]
@@ -110,3 +113,18 @@ def unemulated_insn(raw: bytes) -> str | None:
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
 KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB
+
+# The virtual memory map (Documentation/arch/x86/x86_64/mm.rst, asm/pgtable_64_types.h,
+# asm/page_64_types.h). Module space is [MODULES_VADDR, MODULES_END) with MODULES_VADDR =
+# __START_KERNEL_map + KERNEL_IMAGE_SIZE: 1 GiB (KASLR_RANGE) with CONFIG_RANDOMIZE_BASE,
+# 512 MiB without. The kernel model reads KERNEL_IMAGE_SIZE from the running kernel where it
+# can (vmcoreinfo); these are the defaults the headers give.
+START_KERNEL_MAP = 0xFFFFFFFF80000000     # __START_KERNEL_map
+KERNEL_IMAGE_SIZE_FIXED = 512 << 20       # KERNEL_IMAGE_SIZE without CONFIG_RANDOMIZE_BASE
+MODULES_END = 0xFFFFFFFFFF000000          # the same with 4- and 5-level paging
+# the direct map (page_offset_base) and vmalloc (vmalloc_base) with 4- and 5-level paging;
+# the bases are variables with CONFIG_DYNAMIC_MEMORY_LAYOUT (KASLR of memory)
+PAGE_OFFSET_L4, PAGE_OFFSET_L5 = 0xFFFF888000000000, 0xFF11000000000000
+DIRECT_MAP_SIZE_L4, DIRECT_MAP_SIZE_L5 = 64 << 40, 32 << 50        # 64 TiB, 32 PiB
+VMALLOC_START_L4, VMALLOC_START_L5 = 0xFFFFC90000000000, 0xFFA0000000000000
+VMALLOC_SIZE_L4, VMALLOC_SIZE_L5 = 32 << 40, 12800 << 40           # 32 TiB, 12800 TiB

@@ -10,6 +10,7 @@ import dataclasses
 
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes
+from gdb_kprobe.kernel.owners import Owner, OwnerWarning, attribute
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 
 __all__ = ["Details", "ProbeRow", "Damage", "Report", "RowFilter", "probe_rows", "listing",
@@ -18,15 +19,17 @@ __all__ = ["Details", "ProbeRow", "Damage", "Report", "RowFilter", "probe_rows",
 
 @dataclasses.dataclass
 class Details:
-    """The -v extras: handlers by name, owner, and kretprobe fields."""
+    """The -v extras: handlers by name, owner (kernel/owners.py), and kretprobe fields;
+    `warnings`: the probe's pointers that no known owner holds (a hidden module's code)."""
 
-    owner: str
+    owner: Owner
     event: kprobes.TraceEvent | None
     pre_handler: Location | None
     post_handler: Location | None
     kretprobe: kprobes.KretprobeInfo | None
     ret_handler: Location | None
     entry_handler: Location | None
+    warnings: tuple[OwnerWarning, ...] = ()
 
 
 @dataclasses.dataclass
@@ -112,31 +115,27 @@ def _handler(address: int, symbolizer: Symbolizer) -> Location | None:
 
 
 def details_for(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer) -> Details:
-    """Handlers by name, the owner (a trace event's `struct trace_kprobe`, a module whose
-    code a handler or the probe itself is in, or the kernel) and the kretprobe."""
+    """Handlers by name, the owner (a trace event's `struct trace_kprobe`, else whoever's
+    code the handlers or whose memory the `struct kprobe` is in: owners.attribute()) and the
+    kretprobe."""
     probe = row.probe
     kretprobe = kprobes.read_kretprobe(probe) if row.kind == "r" else None
     event = kprobes.trace_event(probe, kretprobe, table.handlers)
-    if event:
-        owner = f"trace event {event.name}"
-    else:
-        module = None
-        for address in (probe.pre_handler, probe.post_handler,
-                        kretprobe.handler if kretprobe else 0,
-                        kretprobe.entry_handler if kretprobe else 0, probe.address):
-            if address:
-                module = symbolizer.module_for(address)
-                if module:
-                    break
-        owner = f"module {module.name}" if module else "kernel"
+    handlers = [("pre_handler", probe.pre_handler), ("post_handler", probe.post_handler)]
+    if kretprobe:
+        handlers += [("kretprobe handler", kretprobe.handler),
+                     ("entry_handler", kretprobe.entry_handler)]
+    attribution = attribute(probe.address, handlers, symbolizer.modules,
+                            event.name if event else None, symbolizer.damage)
     return Details(
-        owner=owner,
+        owner=attribution.owner,
         event=event,
         pre_handler=_handler(probe.pre_handler, symbolizer),
         post_handler=_handler(probe.post_handler, symbolizer),
         kretprobe=kretprobe,
         ret_handler=_handler(kretprobe.handler, symbolizer) if kretprobe else None,
         entry_handler=_handler(kretprobe.entry_handler, symbolizer) if kretprobe else None,
+        warnings=attribution.warnings,
     )
 
 
@@ -165,7 +164,7 @@ class RowFilter:
             return False
         if self.module:
             in_module = row.location is not None and row.location.module == self.module
-            owned = row.details is not None and row.details.owner == f"module {self.module}"
+            owned = row.details is not None and row.details.owner == Owner("module", self.module)
             if not (in_module or owned):
                 return False
         return True

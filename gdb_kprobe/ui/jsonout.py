@@ -55,12 +55,19 @@ def _pointer(address: int, location: Location | None) -> dict | None:
 
 
 def _owner(details: Details) -> dict:
-    # report.details_for() writes "trace event G/E", "module NAME" or "kernel"
-    if details.event is not None:
-        return {"kind": "trace_event", "name": details.event.name}
-    if details.owner.startswith("module "):
-        return {"kind": "module", "name": details.owner[len("module "):]}
-    return {"kind": "kernel", "name": None}
+    """kernel/owners.Owner: kind and name; where (address, region) for the kinds that are
+    not a trace event, a module or the kernel image."""
+    owner = details.owner
+    shaped = {"kind": owner.kind, "name": owner.name}
+    if owner.address is not None:
+        shaped.update({"address": hexed(owner.address), "region": owner.region,
+                       "text": str(owner)})
+    return shaped
+
+
+def _warnings(details: Details) -> list[dict]:
+    return [{"pointer": w.pointer, "address": hexed(w.address), "region": w.region,
+             "note": w.note} for w in details.warnings]
 
 
 def _details(row: ProbeRow, details: Details | None) -> dict | None:
@@ -86,6 +93,7 @@ def _details(row: ProbeRow, details: Details | None) -> dict | None:
             "data_size": kret.data_size,
             "rethook": hexed(kret.rethook) if kret.rethook else None,
         },
+        "warnings": _warnings(details),
     }
 
 

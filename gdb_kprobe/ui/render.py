@@ -45,6 +45,7 @@ def verbose_lines(row: ProbeRow) -> list[str]:
     flags = "|".join(probe.flag_names()) or "0"
     lines = [f"    owner: {details.owner}  struct kprobe: {probe.address:#x}  "
              f"flags: {flags}  nmissed: {probe.nmissed}"]
+    lines += [f"    warning: {warning.note}" for warning in details.warnings]
     if details.kretprobe is not None:
         kret = details.kretprobe
         lines.append(f"    handler: {_where(details.ret_handler, kret.handler)}  "
@@ -163,6 +164,7 @@ def _probe_section(index: int, count: int, probe, palette: Palette) -> list[str]
     kind = "return probe (kretprobe)" if probe.row.kind == "r" else "kprobe"
     out.append(palette.heading(f"probe {index} of {count}: {kind}, owner: "
                               f"{probe.details.owner}"))
+    out += [f"  warning: {warning.note}" for warning in probe.details.warnings]
     kret = probe.details.kretprobe
     if probe.details.event is not None:
         hits = "?" if probe.trace_hits is None else probe.trace_hits

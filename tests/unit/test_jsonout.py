@@ -50,7 +50,7 @@ def rows(model):
     dispatcher = Location("kprobe_dispatcher", 0, 0x90, None)
     entry = kprobe(kprobes, 0xFFFFFFFF8134A350, FTRACE_ENTRY, pre=0xFFFFFFFF811E5910)
     traced = report.ProbeRow(entry, None, "k", Location("do_sys_openat2", 0, 0x200, None),
-                             report.Details("trace event kprobes/kp_entry", event, dispatcher,
+                             report.Details(report.Owner("trace_event", "kprobes/kp_entry"), event, dispatcher,
                                             None, None, None, None))
     aggregate = kprobe(kprobes, 0xFFFFFFFF8189AD74, kprobes.KPROBE_FLAG_OPTIMIZED,
                        address=0xFF110000054690C0)
@@ -64,7 +64,7 @@ def rows(model):
     ret = report.ProbeRow(kprobe(kprobes, 0xFFFFFFFF81855470, FTRACE_ENTRY,
                                  address=0xFFFFFFFFC0214008, pre=0xFFFFFFFF81190000),
                           None, "r", Location("inet_csk_accept", 0, 0x300, None),
-                          report.Details("module kp_lab_kretprobe", None,
+                          report.Details(report.Owner("module", "kp_lab_kretprobe"), None,
                                          Location("pre_handler_kretprobe", 0, 0x80, None), None,
                                          kret, handler, entry_handler))
     gone = report.ProbeRow(kprobe(kprobes, 0xFFFFFFFFC0209010,
@@ -123,7 +123,7 @@ def test_kernel_owner_and_no_rethook(model):
     kret = kprobes.KretprobeInfo(0xFFFFFFFF82000000, 0, 0, 0, 0, 0, 0)
     row = report.ProbeRow(kprobe(kprobes, 0xFFFFFFFF81000000), None, "r",
                           Location("f", 0, 1, None),
-                          report.Details("kernel", None, None, None, kret, None, None))
+                          report.Details(report.Owner("kernel"), None, None, None, kret, None, None))
     document = jsonout.probe_list([row])
     validate(document, "kp-list")
     assert document["probes"][0]["details"]["owner"] == {"kind": "kernel", "name": None}
@@ -350,8 +350,8 @@ def test_shared_definitions_do_not_drift():
     """kp-show repeats kp-list's definitions (each schema file stands alone)."""
     base, show, local = schema("kp-list")["$defs"], schema("kp-show")["$defs"], \
         schema("kp-locals")["$defs"]
-    for name in ("hex", "location", "pointer", "listed_flags", "owner", "trace_event",
-                 "kretprobe", "details"):
+    for name in ("hex", "location", "pointer", "listed_flags", "owner", "region", "warning",
+                 "trace_event", "kretprobe", "details"):
         assert show[name] == base[name], name
     assert local["hex"] == base["hex"]
 

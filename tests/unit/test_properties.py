@@ -1300,11 +1300,19 @@ def probe_rows(draw):
                                          draw(st.integers(-(1 << 31), 1 << 31)), draw(u64),
                                          draw(u64))
         event = draw(st.none() | st.builds(kprobes.TraceEvent, names, u64, u64))
-        owner = draw(st.sampled_from(["kernel", "module kp_lab_kprobe", "module ",
-                                      "trace event kprobes/x"]) | names)
+        from gdb_kprobe.kernel import owners
+        regions = st.sampled_from(["kernel_image", "module", "module_space", "vmalloc",
+                                   "direct_map", "unknown"])
+        owner = draw(st.builds(owners.Owner, st.sampled_from(
+            ["kernel", "module", "trace_event", "unlisted_module", "foreign_code", "unknown"]),
+            st.none() | names, st.none() | u64, regions,
+            st.sampled_from(["code", "memory"])))
+        warnings = tuple(draw(st.lists(st.builds(
+            owners.OwnerWarning, names, u64, regions, names), max_size=3)))
         details = report.Details(owner, event, draw(st.none() | locations()),
                                  draw(st.none() | locations()), kret,
-                                 draw(st.none() | locations()), draw(st.none() | locations()))
+                                 draw(st.none() | locations()), draw(st.none() | locations()),
+                                 warnings)
     return report.ProbeRow(draw(kprobe_models()), draw(st.none() | kprobe_models()),
                            draw(st.sampled_from(["k", "r"])), draw(st.none() | locations()),
                            details)
