@@ -20,8 +20,9 @@ class KpList(KpCommand):
     def build_parser(self):
         parser = super().build_parser()
         parser.add_argument("-v", "--verbose", action="store_true",
-                            help="also show handlers, owner (module or trace event), nmissed, "
-                                 "and kretprobe handler/entry_handler/maxactive")
+                            help="also show handlers, owner (a module, a trace event, or a "
+                                 "warning for code in no listed module), nmissed, and kretprobe "
+                                 "handler/entry_handler/maxactive")
         parser.add_argument("symbol", nargs="?", default=None,
                             help="only probes whose symbol contains this text")
         parser.add_argument("-m", "--module", metavar="NAME",
