@@ -1,8 +1,8 @@
 """Lab kernels built from Debian's linux-source package: 6.1-fp, with frame pointers.
 
 Debian's kernels unwind with ORC. 6.1-fp is the same 6.1 source built as `make tinyconfig`
-plus qemu/configs/lab-fp.config (kprobes, ftrace, DWARF 5, frame pointers, no KASLR) with
-gcc-12. Its cache folder is named after a digest of the fragment's settings and the source
+plus qemu/configs/lab-fp.config (kprobes, ftrace, DWARF 5, frame pointers, IBT like the
+lecture's kernel, no KASLR) with gcc-12. Its cache folder is named after a digest of the fragment's settings and the source
 package version, so building the same inputs again does nothing and a changed fragment builds
 afresh. The source tree, built in place, is also the kbuild tree the lab modules are built
 against.

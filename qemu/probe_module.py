@@ -45,10 +45,23 @@ def build(files: kernels.KernelFiles, directory: pathlib.Path) -> tuple[pathlib.
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"building {directory} failed:\n{result.stdout[-3000:]}")
+    built = built_module(directory)
+    if built is None:
+        raise RuntimeError(f"expected one .ko in {directory}, found "
+                           f"{sorted(directory.glob('*.ko'))}")
+    return built, result.stdout
+
+
+def built_module(directory: pathlib.Path) -> pathlib.Path | None:
+    """The .ko that DIR's Kbuild names (what kp-locals --module wrote last: a module written
+    there before for another place may still lie next to it), or DIR's only .ko."""
+    kbuild = directory / "Kbuild"
+    names = re.findall(r"^obj-m\s*\+?=\s*(\S+)\.o\s*$",
+                       kbuild.read_text() if kbuild.is_file() else "", re.M)
+    if len(names) == 1 and (directory / f"{names[0]}.ko").is_file():
+        return directory / f"{names[0]}.ko"
     built = sorted(directory.glob("*.ko"))
-    if len(built) != 1:
-        raise RuntimeError(f"expected one .ko in {directory}, found {built}")
-    return built[0], result.stdout
+    return built[0] if len(built) == 1 else None
 
 
 def push(run: Run, ko: pathlib.Path, guest_dir: str = "/tmp") -> str:
@@ -119,9 +132,10 @@ def _console() -> socket.socket:
 def load_by_hand(directory: pathlib.Path) -> str:
     """Carry DIR's .ko into the running lab's guest over its console and insmod it."""
     from qemu.lab import Guest
-    built = sorted(directory.glob("*.ko"))
-    if len(built) != 1:
-        raise SystemExit(f"probe_module: {len(built)} .ko files in {directory}, expected one "
+    built = built_module(directory)
+    if built is None:
+        raise SystemExit(f"probe_module: {len(list(directory.glob('*.ko')))} .ko files in "
+                         f"{directory} and none named by its Kbuild, expected one "
                          f"(build it first: make -C <headers> M={directory})")
     guest = Guest(_console(), None)
     try:
@@ -130,7 +144,7 @@ def load_by_hand(directory: pathlib.Path) -> str:
         saved = re.findall(r"^[0-9a-f]+(?::[0-9a-f]+)+$", found.replace("\r", ""), re.M)
         guest.run("stty -echo")
         try:
-            target = push(guest.run, built[0])
+            target = push(guest.run, built)
             planted = load(guest.run, target)
         finally:
             if saved:
@@ -140,7 +154,7 @@ def load_by_hand(directory: pathlib.Path) -> str:
                          "(`continue` in gdb) and leave `make shell` (Ctrl-]) first") from None
     finally:
         guest.close()
-    return (f"{built[0].name}: carried over the guest's console to {target} (debug info "
+    return (f"{built.name}: carried over the guest's console to {target} (debug info "
             f"stripped; gdb reads it from {directory})\ninsmod {target}\n{planted}")
 
 

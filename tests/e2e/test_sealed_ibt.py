@@ -1,4 +1,4 @@
-"""Sealed IBT entries (6.12): the kernel overwrites an unused endbr64 with a 4-byte nop and
+"""Sealed IBT entries (6.12, 6.1-fp): the kernel overwrites an unused endbr64 with a 4-byte nop and
 still puts entry probes at +4. kp-check, kp-show, kp-sim and kp-locals must all find the
 probe the guest registered there; kp-sim's pre ip must equal what a module's pre_handler
 sees."""

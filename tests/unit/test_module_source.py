@@ -108,29 +108,29 @@ def model(mods):
                              ctype(mods), facts),
     ]
     return probe_module.ModuleModel(
-        "inet_accept+0x2c", "inet_accept", 0x2C, 0xFFFFFFFF813C83BC, "net/ipv4/af_inet.c:772",
-        "6.1.192-lab-fp", "Linux version 6.1.192-lab-fp", "kp_locals_inet_accept_2c",
+        "inet_accept+0x30", "inet_accept", 0x30, 0xFFFFFFFF813DD390, "net/ipv4/af_inet.c:772",
+        "6.1.192-lab-fp", "Linux version 6.1.192-lab-fp", "kp_locals_inet_accept_30",
         "CFA = regs->bp + 0x10 (frame pointer)", reads)
 
 
 def test_c_source(mods):
     text = mods[4].c_source(model(mods))
-    assert "kernel: 6.1.192-lab-fp" in text and "place:  inet_accept+0x2c = 0xffffffff813c83bc" \
+    assert "kernel: 6.1.192-lab-fp" in text and "place:  inet_accept+0x30 = 0xffffffff813dd390" \
         in text
-    assert '.symbol_name\t= "inet_accept"' in text and ".offset\t\t= 0x2c," in text
+    assert '.symbol_name\t= "inet_accept"' in text and ".offset\t\t= 0x30," in text
     assert "\tstruct socket *sock = (struct socket *)regs->r12;\t/* %r12 */" in text
     assert "\tint err = *(int *)(regs->bp - 0x1c);\t/* -0x1c(%rbp)  [CFA-0x2c] */" in text
     assert "/* sk2 (struct sock *): no location at this PC (optimized out here) */" in text
-    assert ('pr_info("kp_locals_inet_accept_2c inet_accept+0x2c: sock=%px flags=%d err=%d\\n",'
+    assert ('pr_info("kp_locals_inet_accept_30 inet_accept+0x30: sock=%px flags=%d err=%d\\n",'
             '\n\t\tsock, flags, err);') in text
     assert "%p prints a hash" in text                 # why %px
-    assert "static int __kprobes kp_locals_inet_accept_2c_pre(struct kprobe *p, " \
+    assert "static int __kprobes kp_locals_inet_accept_30_pre(struct kprobe *p, " \
            "struct pt_regs *regs)" in text
-    assert "module_init(kp_locals_inet_accept_2c_init);" in text
+    assert "module_init(kp_locals_inet_accept_30_init);" in text
     assert 'MODULE_LICENSE("GPL");' in text
 
 
 def test_kbuild(mods):
     text = mods[4].kbuild(model(mods))
-    assert text.splitlines()[-1] == "obj-m += kp_locals_inet_accept_2c.o"
-    assert mods[4].file_names(model(mods)) == ("kp_locals_inet_accept_2c.c", "Kbuild")
+    assert text.splitlines()[-1] == "obj-m += kp_locals_inet_accept_30.o"
+    assert mods[4].file_names(model(mods)) == ("kp_locals_inet_accept_30.c", "Kbuild")
