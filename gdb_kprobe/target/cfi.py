@@ -14,7 +14,6 @@ The Debian cloud vmlinux and the lab's 6.1-fp build both carry `.debug_frame` (g
 from __future__ import annotations
 
 import bisect
-import mmap
 import struct
 from typing import NamedTuple
 
@@ -35,16 +34,16 @@ class CfaRule(NamedTuple):
 class _Frames:
     """The FDEs of one ELF file's .debug_frame, sorted by start address."""
 
-    def __init__(self, path: str, bias: int) -> None:
-        self.bias = bias
+    def __init__(self, table: symbols.ElfSymbols) -> None:
+        self.bias = table.bias
         self.data = b""
         self.starts: list[int] = []
         self.fdes: list[tuple[int, int, int, int]] = []   # (start, end, offset, cie offset)
-        with open(path, "rb") as handle, \
-                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as image:
-            section = _section(image, ".debug_frame")
-            if section is not None:
-                self.data = bytes(image[section[0]: section[0] + section[1]])
+        section = table.file_ranges.get(".debug_frame")
+        if section is not None:
+            with open(table.path, "rb") as handle:
+                handle.seek(section[0])
+                self.data = handle.read(section[1])
         self._index()
         self._cies: dict[int, tuple[int, int, bytes]] = {}
 
@@ -182,28 +181,11 @@ def _sleb(data: bytes, cursor: int) -> tuple[int, int]:
     return value, end
 
 
-def _section(image, name: str) -> tuple[int, int] | None:
-    """(file offset, size) of a section of a 64-bit ELF file, or None."""
-    if image[:4] != b"\x7fELF":
-        return None
-    shoff, = struct.unpack_from("<Q", image, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize)
-               for i in range(shnum)]
-    names = headers[shstrndx][4]
-    wanted = name.encode() + b"\0"
-    for header in headers:
-        start = names + header[0]
-        if image[start: start + len(wanted)] == wanted:
-            return header[4], header[5]
-    return None
-
-
 @cache.cache_until(*cache.OBJFILE, "relocate")
 def _kernel_frames() -> _Frames | None:
     table = symbols.kernel()
     try:
-        return _Frames(table.path, table.bias)
+        return _Frames(table)
     except (OSError, ValueError, struct.error, IndexError):
         return None
 

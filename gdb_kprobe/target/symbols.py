@@ -54,6 +54,7 @@ class ElfSymbols:
         self.sections: list[str] = []          # section names by index (for .ko files)
         self.section_of: list[int] = []
         self.executable: set[int] = set()      # indexes of SHF_EXECINSTR sections
+        self.file_ranges: dict[str, tuple[int, int]] = {}   # section → (file offset, size)
         self._text_names: list[str] | None = None
         self.name_counts: dict[str, int] = {}  # kallsyms may hold a name several times
         self._loaded_ranges: list[tuple[int, int, int]] = []   # (address, size, file offset)
@@ -90,6 +91,7 @@ class ElfSymbols:
             return image[offset:end if end >= 0 else len(image)].decode("utf-8", "replace")
 
         self.sections = [cstr(shstr_off + h[0]) for h in headers]
+        self.file_ranges = {name: (h[4], h[5]) for name, h in zip(self.sections, headers)}
         SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS = 0x2, 0x4, 8
         self.executable = {index for index, h in enumerate(headers) if h[2] & SHF_EXECINSTR}
         # only sections whose bytes are in the file can serve file_bytes()
