@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import anatomy, kprobes, places
-from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
+from gdb_kprobe.kernel import anatomy, kprobes, kprobes_list, places
+from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.kprobes_list import ProbeRow
 
 __all__ = ["Function", "Shown", "in_function", "at_address", "rows_in"]
@@ -51,13 +51,6 @@ class Shown:
         return sum(len(place.probes) for place in self.places) + len(self.others)
 
 
-def _lookup(symbolizer: Symbolizer, address: int) -> Location | None:
-    try:
-        return symbolizer.lookup(address)
-    except KpError:
-        return None     # a damaged module list: such a probe is in no function we can name
-
-
 def rows_in(function: Function, table: kprobes.KprobeTable,
             symbolizer: Symbolizer) -> list[ProbeRow]:
     """The probes whose address lies in `function`, in address order (debugfs order within
@@ -66,13 +59,12 @@ def rows_in(function: Function, table: kprobes.KprobeTable,
     for entry in table.reported():
         if isinstance(entry, str):
             continue
-        probe, aggregate = entry
-        location = _lookup(symbolizer, probe.addr)
+        row = kprobes_list.row_of(entry, table, symbolizer)
+        location = row.location
         if location is None or location.module != function.module or \
-                probe.addr - location.offset != function.address:
+                row.probe.addr - location.offset != function.address:
             continue
-        kind = "r" if table.is_return_probe(probe) else "k"
-        found.append(ProbeRow(probe, aggregate, kind, location))
+        found.append(row)
     return sorted(found, key=lambda row: row.probe.addr)
 
 

@@ -14,7 +14,7 @@ from gdb_kprobe.kernel.owners import Owner, OwnerWarning, attribute
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 
 __all__ = ["Details", "ProbeRow", "Damage", "Report", "RowFilter", "probe_rows", "listing",
-           "details_for"]
+           "details_for", "row_of", "safe_lookup"]
 
 
 @dataclasses.dataclass
@@ -87,9 +87,8 @@ def probe_rows(verbose: bool = False) -> Report:
         if isinstance(entry, str):
             rows.append(Damage(entry))
             continue
-        probe, aggregate = entry
-        kind = "r" if table.is_return_probe(probe) else "k"
-        row = ProbeRow(probe, aggregate, kind, _safe_lookup(symbolizer, probe.addr))
+        row = row_of(entry, table, symbolizer)
+        probe = row.probe
         if verbose:
             try:
                 row.details = details_for(row, table, symbolizer)
@@ -103,7 +102,15 @@ def probe_rows(verbose: bool = False) -> Report:
     return Report(rows)
 
 
-def _safe_lookup(symbolizer: Symbolizer, address: int) -> Location | None:
+def row_of(entry: tuple[kprobes.Kprobe, kprobes.Kprobe | None], table: kprobes.KprobeTable,
+           symbolizer: Symbolizer) -> ProbeRow:
+    """One debugfs row of a (probe, its aggregate) entry of `table.reported()`."""
+    probe, aggregate = entry
+    kind = "r" if table.is_return_probe(probe) else "k"
+    return ProbeRow(probe, aggregate, kind, safe_lookup(symbolizer, probe.addr))
+
+
+def safe_lookup(symbolizer: Symbolizer, address: int) -> Location | None:
     try:
         return symbolizer.lookup(address)
     except KpError:
