@@ -11,6 +11,10 @@
 #include <linux/string.h>
 #include <linux/atomic.h>
 
+#if !IS_ENABLED(CONFIG_DYNAMIC_FTRACE)
+#error "kp_ftrace_ops needs CONFIG_DYNAMIC_FTRACE (ftrace_set_filter)"
+#endif
+
 static char func[KSYM_NAME_LEN] = "vfs_read";
 module_param_string(func, func, KSYM_NAME_LEN, 0444);
 

@@ -11,6 +11,7 @@
 #include <linux/livepatch.h>
 #include <linux/seq_file.h>
 
+#if IS_ENABLED(CONFIG_LIVEPATCH)
 static int kp_livepatch_cmdline_proc_show(struct seq_file *m, void *v)
 {
 	seq_puts(m, "kp_livepatch: this /proc/cmdline has been live patched\n");
@@ -36,6 +37,13 @@ static int __init kp_livepatch_init(void)
 {
 	return klp_enable_patch(&patch);
 }
+#else	/* a kernel without livepatch (the lab's 6.1-fp): build, refuse to load */
+static int __init kp_livepatch_init(void)
+{
+	pr_err("kp_livepatch: this kernel has no CONFIG_LIVEPATCH\n");
+	return -EOPNOTSUPP;
+}
+#endif
 
 static void __exit kp_livepatch_exit(void)
 {
@@ -44,5 +52,7 @@ static void __exit kp_livepatch_exit(void)
 module_init(kp_livepatch_init);
 module_exit(kp_livepatch_exit);
 MODULE_LICENSE("GPL");
+#if IS_ENABLED(CONFIG_LIVEPATCH)
 MODULE_INFO(livepatch, "Y");
+#endif
 MODULE_DESCRIPTION("gdb-kprobe lab: a livepatch of cmdline_proc_show");
