@@ -79,6 +79,8 @@ KINDS = (
     "kprobe_multi",        # a BPF_TRACE_KPROBE_MULTI link (an fprobe, 6.12)
     "fentry",              # a BPF_TRACE_FENTRY program on a BPF trampoline (direct call)
     "fexit",               # a BPF_TRACE_FEXIT program on a BPF trampoline
+    "kprobes_ftrace_ops",  # kprobes' own ftrace_ops, there when kprobes ride on ftrace at the
+                           # function ([FTRACE] rows; kprobe_ftrace_handler in enabled_functions)
     "function_tracer",     # current_tracer=function with the function in set_ftrace_filter
     "module_ftrace_ops",   # a module's own ftrace_ops (kp_ftrace_ops's dmesg line)
     "livepatch",           # a livepatched function (/sys/kernel/livepatch)
@@ -494,6 +496,10 @@ def _expected(view: HooksView) -> Iterable[ExpectedHook]:
         for function in hook.functions:
             yield ExpectedHook(function, kind, owner, dict(facts),
                                f"{HOOKLOAD_OUT}, /proc/<pid>/fdinfo")
+    for function, rows in _ftrace_kprobe_rows(view).items():
+        yield ExpectedHook(function, "kprobes_ftrace_ops", "kprobes",
+                           {"probes": len(rows), "addresses": sorted({r.address for r in rows})},
+                           "kprobes/list [FTRACE] rows")
     if view.current_tracer == "function":
         for function in view.ftrace_filter:
             yield ExpectedHook(function, "function_tracer", "function tracer",
@@ -501,6 +507,14 @@ def _expected(view: HooksView) -> Iterable[ExpectedHook]:
     for patch, obj, function in view.livepatched:
         yield ExpectedHook(function, "livepatch", f"livepatch {patch}",
                            {"patch": patch, "object": obj}, "/sys/kernel/livepatch")
+
+
+def _ftrace_kprobe_rows(view: HooksView) -> dict[str, list[KprobeRow]]:
+    rows: dict[str, list[KprobeRow]] = {}
+    for row in view.kprobes_list:
+        if "FTRACE" in row.flags and "GONE" not in row.flags:
+            rows.setdefault(row.function, []).append(row)
+    return rows
 
 
 def group(view: HooksView) -> dict[str, FunctionHooks]:
@@ -523,16 +537,17 @@ def group(view: HooksView) -> dict[str, FunctionHooks]:
 def ftrace_ops_expected(hooks: FunctionHooks) -> int:
     """How many ftrace_ops the ExpectedHooks account for on a function: one per function
     tracer, module ftrace_ops, livepatch, fprobe event and kprobe_multi link (each fprobe
-    has its own ftrace_ops in 6.12), one for every BPF trampoline (fentry and fexit share
-    it), one for kprobes' own ops when kprobes ride on ftrace there (the probes at one
-    address are one aggregate, armed once). Compare with FtraceSite.count."""
+    has its own ftrace_ops up to 6.12; 6.14 moved fprobe onto fgraph), one for the BPF
+    trampoline (fentry and fexit programs share it), one for kprobes' own ops (the probes
+    at one address are one aggregate, armed once; kprobe_ipmodify_ops would be a second one
+    for a probe with a post_handler armed alone, not in the lab's scenario). Compare with
+    FtraceSite.count."""
     kinds = [hook.kind for hook in hooks.hooks]
     count = sum(kinds.count(k) for k in ("function_tracer", "module_ftrace_ops", "livepatch",
-                                          "fprobe_event"))
+                                          "fprobe_event", "kprobes_ftrace_ops"))
     # one kprobe_multi link is one fprobe, whatever number of functions it covers
     count += len({hook.facts.get("link_id") for hook in hooks.of_kind("kprobe_multi")})
     count += 1 if {"fentry", "fexit"} & set(kinds) else 0
-    count += 1 if any("FTRACE" in row.flags for row in hooks.kprobe_rows) else 0
     return count
 
 
@@ -545,6 +560,15 @@ def view_of(guest) -> HooksView:
     return parse(collect(guest))
 
 
+def _shown(value: object) -> str:
+    """Kernel addresses in hex, everything else as is."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1 << 32:
+        return f"{value:#x}"
+    if isinstance(value, list):
+        return ",".join(_shown(item) for item in value)
+    return str(value)
+
+
 def render(view: HooksView) -> str:
     """A plain listing of the view, per function (for `python3 -m qemu.hooks_oracle`)."""
     lines = []
@@ -554,7 +578,7 @@ def render(view: HooksView) -> str:
                   if site else "not patched by ftrace")
         lines.append(f"{name}: {len(hooks.kprobe_rows)} kprobes/list rows, {ftrace}")
         for hook in sorted(hooks.hooks, key=lambda h: KINDS.index(h.kind)):
-            facts = " ".join(f"{k}={v}" for k, v in hook.facts.items())
+            facts = " ".join(f"{k}={_shown(v)}" for k, v in hook.facts.items())
             lines.append(f"    {hook.kind:18} {hook.owner:28} {facts}")
     for line in view.hookload_unavailable:
         lines.append(line)

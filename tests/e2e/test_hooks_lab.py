@@ -12,7 +12,7 @@ from qemu import build
 from qemu import hooks_oracle as oracle
 from qemu.lab import Lab
 
-COMMON = {"trace_kprobe", "trace_kretprobe", "function_tracer"}
+COMMON = {"trace_kprobe", "trace_kretprobe", "function_tracer", "kprobes_ftrace_ops"}
 # What each kernel must show on each function. 6.1 (Debian cloud) has no CONFIG_FPROBE: no
 # fprobe events and no kprobe_multi links.
 EXPECTED = {
@@ -20,7 +20,7 @@ EXPECTED = {
         "vfs_read": COMMON | {"perf_kprobe", "fentry", "module_ftrace_ops"},
         "inet_csk_accept": COMMON | {"module_kprobe", "module_kretprobe", "perf_kprobe",
                                      "perf_kretprobe", "fexit"},
-        "vfs_statx": {"module_kprobe"},
+        "vfs_statx": {"module_kprobe", "kprobes_ftrace_ops"},
         "cmdline_proc_show": {"livepatch"},
     },
 }

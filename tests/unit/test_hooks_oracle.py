@@ -143,15 +143,17 @@ def test_grouped_hooks_per_function(captured):
     kernel, view = captured
     read = view.function("vfs_read").kinds()
     accept = view.function("inet_csk_accept").kinds()
-    common = {"trace_kprobe", "trace_kretprobe", "function_tracer"}
+    common = {"trace_kprobe", "trace_kretprobe", "function_tracer", "kprobes_ftrace_ops"}
     assert read == common | {"perf_kprobe", "fentry", "module_ftrace_ops"} | (
         {"fprobe_event", "kprobe_multi"} if kernel == "6.12" else set())
     assert accept == common | {"module_kprobe", "module_kretprobe", "perf_kprobe",
                                "perf_kretprobe", "fexit"} | (
         {"fprobe_event", "kprobe_multi"} if kernel == "6.12" else set())
-    hidden, = view.function("vfs_statx").hooks
+    hidden, ops = view.function("vfs_statx").hooks
     assert (hidden.kind, hidden.owner, hidden.facts["listed"]) == \
         ("module_kprobe", "module kp_hidden", False)
+    assert (ops.kind, ops.owner, ops.facts["probes"]) == ("kprobes_ftrace_ops", "kprobes", 1)
+    assert view.function("inet_csk_accept").of_kind("kprobes_ftrace_ops")[0].facts["probes"] == 6
     patch, = view.function("cmdline_proc_show").hooks
     assert (patch.kind, patch.owner) == ("livepatch", "livepatch kp_livepatch")
     assert all(hook.kind in oracle.KINDS for f in view.functions.values() for hook in f.hooks)
