@@ -6,27 +6,17 @@ those in `func_hash->filter_hash` (an empty filter hash: every function ftrace c
 and not in `func_hash->notrace_hash`. Each `struct ftrace_hash` is read once per stop
 (`size_bits`, an array of hlist heads of `struct ftrace_func_entry` {ip}).
 
-An ops is classified by identity and callback, then followed to its owner:
+Each ops is classified by identity and callback and followed to its owner (kprobes, function
+tracer instance, fprobe event or BPF kprobe_multi link, livepatch, BPF trampoline, direct
+call, kernel, module, or code of no listed owner): kernel/ftrace_owners.py.
 
-  kprobes         kprobe_ftrace_ops / kprobe_ipmodify_ops, func kprobe_ftrace_handler
-  fprobe          func fprobe_handler / fprobe_kprobe_handler: the ops is `struct fprobe.ops`,
-                  itself in a `struct trace_fprobe` (fprobe event) or a
-                  `struct bpf_kprobe_multi_link` (BPF kprobe_multi), told by its handlers
-  livepatch       func klp_ftrace_handler: `struct klp_ops.fops`, its func_stack's klp_func
-  bpf_trampoline  ops_func bpf_tramp_ftrace_ops_func: `struct bpf_trampoline` (ops->private),
-                  its programs per kind from tr->progs_hlist
-  direct          other direct calls (call_direct_funcs, FTRACE_OPS_FL_DIRECT)
-  function_tracer a tracing instance's trace_array.ops (global_ops for the top instance)
-  kernel          another callback of the kernel image (function graph, perf, stack tracer)
-  module          a callback in a listed module's memory
-  unlisted        a callback in neither the kernel image nor a listed module (flagged)
-  unknown         a struct or field this kernel's DWARF lacks (the reason in details)
-
-`site_at(ip)` decodes the live bytes at a function's fentry site, and `runtimecode_name()`
-names code allocated at run time the way /proc/kallsyms does (ftrace trampolines, kprobe
-instruction pages, BPF trampolines and programs).
+`site_at(ip)` decodes the live bytes at a function's fentry site (one memory read per site:
+in a listing of every hooked function it costs more than all the ops and hashes together),
+and `runtime_code_name()` (kernel/runtime_code.py) names code allocated at run time the way
+/proc/kallsyms does (ftrace trampolines, kprobe instruction pages, BPF code).
 """
 from __future__ import annotations
+
 import dataclasses
 import struct
 
@@ -137,15 +127,18 @@ def ops_list() -> tuple[FtraceOps, ...]:
     modules, _damage = _modules()
     found = []
     for raw in raws:
+        hash_damage = None
         try:
-            filter_ips = ftrace_hash.hash_ips(raw.filter_hash)
-            filter_all = not filter_ips
-        except KpError:
-            filter_all = False
+            filter_all = not ftrace_hash.hash_ips(raw.filter_hash)
+            ftrace_hash.hash_ips(raw.notrace_hash)
+        except KpError as exc:          # ops_on() and hooked_ips() leave this ops out
+            filter_all, hash_damage = False, str(exc)
         try:
             kind, owner, details = decide(raw, trace_arrays, modules)
         except KpError as exc:
             kind, owner, details = "unknown", "unknown", {"reason": str(exc)}
+        if hash_damage:
+            details["hash_damage"] = hash_damage
         if damage:
             details["list_damage"] = damage
         found.append(FtraceOps(address=raw.address, func=raw.func, flags=raw.flags,

@@ -289,9 +289,10 @@ def decide(raw: OpsFields, trace_arrays: dict[int, str],
     elif kind == "bpf_trampoline":
         found = _bpf_trampoline_owner(raw)
     elif kind == "direct":
-        targets = sorted({d for d in ftrace_hash.direct_functions().values() if d} |
-                         ({raw.direct_call} if raw.direct_call else set()))
-        mine = [raw.direct_call] if raw.direct_call else targets
+        # 6.12: ops->direct_call; 6.1: each of the ops' ips in direct_functions
+        direct = ftrace_hash.direct_functions()
+        mine = [raw.direct_call] if raw.direct_call else sorted(
+            {direct[ip] for ip in ftrace_hash.hash_ips(raw.filter_hash) if direct.get(ip)})
         names = [code_name(t, modules) for t in mine]
         details["direct_calls"] = names
         region_kind, words = _region_owner(mine[0], modules) if mine else ("kernel", "kernel")
