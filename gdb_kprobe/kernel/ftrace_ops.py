@@ -24,12 +24,12 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import ftrace, ftrace_hash, lists
 from gdb_kprobe.kernel import modules as kmodules
-from gdb_kprobe.kernel.ftrace_owners import KINDS, OpsFields, decide, flag_names
+from gdb_kprobe.kernel.ftrace_owners import FTRACE_OPS_FL, KINDS, OpsFields, decide, flag_names
 from gdb_kprobe.kernel.runtime_code import code_name, runtime_code_name
 from gdb_kprobe.target import cache, layouts, memory, symbols
 
 __all__ = ["KINDS", "FtraceOps", "ops_list", "ops_on", "hooked_ips", "SiteContents",
-           "site_at", "runtime_code_name", "flag_names"]
+           "site_at", "expected_site", "runtime_code_name", "flag_names"]
 
 MAX_OPS = 10_000
 
@@ -226,7 +226,7 @@ _CALLERS = {"ftrace_caller": "ftrace's list caller (every ops through ftrace_ops
 def site_at(ip: int) -> SiteContents:
     """What the fentry call site at `ip` holds now: ftrace's nop, a call into
     ftrace_caller/ftrace_regs_caller, an ops' own trampoline or a direct trampoline, a
-    kprobe's int3, an optprobe's jmp, or something else."""
+    kprobe's int3, an optprobe's jmp, or something else. One memory read."""
     data = memory.read(ip, arch.MCOUNT_INSN_SIZE)
     if data == arch.NOP5:
         return SiteContents(ip, "nop", None, "", "nop (ftrace does not call anything here)")
@@ -234,23 +234,47 @@ def site_at(ip: int) -> SiteContents:
         return SiteContents(ip, "int3", None, "", "int3 (a kprobe, or ftrace patching it now)")
     if data[0] in (arch.CALL32, arch.JMP32):
         target = arch.u64(ip + arch.MCOUNT_INSN_SIZE + struct.unpack_from("<i", data, 1)[0])
-        modules, _damage = _modules()
-        name = code_name(target, modules)
         if data[0] == arch.JMP32:
+            name = code_name(target, _modules()[0])
             return SiteContents(ip, "jmp", target, name, f"jmp {name} (an optimized kprobe)")
-        base = name.split("+")[0].split(" ")[0]
-        if base in _CALLERS:
-            words = f"call {name}: {_CALLERS[base]}"
-        elif base == "ftrace_trampoline":
-            words = f"call {name}: one ops' own trampoline"
-        elif base.startswith("bpf_trampoline_"):
-            words = f"call {name}: a BPF trampoline (direct call)"
-        elif target in set(ftrace_hash.direct_functions().values()):
-            words = f"call {name}: a direct call"
-        else:
-            words = f"call {name}"
-        return SiteContents(ip, "call", target, name, words)
+        return _call_site(ip, target, "")
     return SiteContents(ip, "other", None, "", f"other code ({data.hex(' ')})")
+
+
+def _call_site(ip: int, target: int, note: str) -> SiteContents:
+    name = code_name(target, _modules()[0])
+    base = name.split("+")[0].split(" ")[0]
+    if base in _CALLERS:
+        words = f"call {name}: {_CALLERS[base]}"
+    elif base == "ftrace_trampoline":
+        words = f"call {name}: one ops' own trampoline"
+    elif base.startswith("bpf_trampoline_"):
+        words = f"call {name}: a BPF trampoline (direct call)"
+    elif target in set(ftrace_hash.direct_functions().values()):
+        words = f"call {name}: a direct call"
+    else:
+        words = f"call {name}"
+    return SiteContents(ip, "call", target, name, words + note)
+
+
+def expected_site(ip: int, ops: tuple[FtraceOps, ...]) -> SiteContents:
+    """The call ftrace puts at `ip` for these ops (those ops_on(ip) gives), without reading
+    the site: ftrace_get_addr_new() of kernel/trace/ftrace.c. One ops that is a direct call:
+    its trampoline (direct_functions); one ops with a trampoline of its own: that one;
+    otherwise ftrace_regs_caller when an ops wants registers (FTRACE_FL_REGS), else
+    ftrace_caller. For listings of every hooked function, where site_at()'s one read per
+    function would cost more than the whole ops walk; site_at() says what is really there."""
+    if not ops:
+        return SiteContents(ip, "nop", None, "", "nop (no ops traces it; not read)")
+    note = " (expected from the ops; not read)"
+    direct = ftrace_hash.direct_functions().get(ip)
+    if len(ops) == 1 and direct and ops[0].flags & FTRACE_OPS_FL["DIRECT"]:
+        return _call_site(ip, direct, note)
+    if len(ops) == 1 and ops[0].trampoline:
+        return _call_site(ip, ops[0].trampoline, note)
+    caller = "ftrace_regs_caller" if any(o.flags & FTRACE_OPS_FL["SAVE_REGS"] for o in ops) \
+        else "ftrace_caller"
+    return _call_site(ip, symbols.kernel_address(caller), note)
 
 
 # ------------------------------------------------------------ code allocated at run time

@@ -46,6 +46,7 @@ for ip, ops in ftrace_ops.hooked_ips().items():
     site = ftrace_ops.site_at(ip)
     print("KP-HOOK " + json.dumps(dict(ip=ip, name=name(ip), ops=[o.address for o in ops],
           site=site.kind, target=site.target, target_name=site.target_name,
+          expected=ftrace_ops.expected_site(ip, ops).target, on=[o.address for o in ftrace_ops.ops_on(ip)],
           target_kallsyms=named(site.target) if site.target else None)))
 for function in __QUIET_NAMES__:
     start = symbols.kernel().address_of(function)
@@ -194,6 +195,8 @@ def test_enabled_functions_agree(session, kernel, tmp_path):
         assert ("R" in row["flags"]) == any(o["flags"] & SAVE_REGS for o in mine), where
         assert ("I" in row["flags"]) == any(o["flags"] & IPMODIFY for o in mine), where
         assert hook["site"] == "call", where
+        assert hook["expected"] == hook["target"], where        # expected_site() = site_at()
+        assert hook["on"] == hook["ops"], where                 # ops_on() = hooked_ips()
         if row["tramp"]:
             # one ops with its own trampoline: the kernel prints it and its callback
             (only,) = mine

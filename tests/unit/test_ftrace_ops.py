@@ -175,3 +175,30 @@ def test_hooked_ips_one_pass(fto, monkeypatch):
     assert site_reads == [1]
     assert ftrace_ops.ops_on(d) == ()
     ftrace_ops.hooked_ips.cache_clear()
+
+
+def test_expected_site_follows_ftrace_get_addr_new(fto, monkeypatch):
+    ftrace_hash, _owners, ftrace_ops = fto
+    from gdb_kprobe.target import symbols
+    callers = {"ftrace_caller": 0xFFFFFFFF81E00000, "ftrace_regs_caller": 0xFFFFFFFF81E00100}
+    names = {v: k for k, v in callers.items()} | {0xFFFFFFFFC0201000: "ftrace_trampoline",
+                                                  0xFFFFFFFFC0300000: "bpf_trampoline_7"}
+    monkeypatch.setattr(symbols, "kernel_address", callers.__getitem__)
+    monkeypatch.setattr(ftrace_ops, "code_name", lambda address, _modules: names[address])
+    monkeypatch.setattr(ftrace_ops, "_modules", lambda: ([], None))
+    monkeypatch.setattr(ftrace_hash, "direct_functions", lambda: {0x1000: 0xFFFFFFFFC0300000})
+
+    def ops(flags=0, trampoline=None):
+        return ftrace_ops.FtraceOps(address=BASE, func=0, flags=flags, trampoline=trampoline,
+                                    kind="kernel", owner="", details={}, filter_all=False)
+    own = ops(flags=4, trampoline=0xFFFFFFFFC0201000)
+    assert ftrace_ops.expected_site(0x2000, ()).kind == "nop"
+    assert ftrace_ops.expected_site(0x2000, (own,)).target_name == "ftrace_trampoline"
+    # two ops: the list caller, with registers when one of them wants them
+    assert ftrace_ops.expected_site(0x2000, (own, ops())).target_name == "ftrace_regs_caller"
+    assert ftrace_ops.expected_site(0x2000, (ops(), ops())).target_name == "ftrace_caller"
+    # a direct call alone: its trampoline; shared: through ftrace_regs_caller
+    direct = ops(flags=(1 << 17) | 4, trampoline=callers["ftrace_regs_caller"])
+    site = ftrace_ops.expected_site(0x1000, (direct,))
+    assert site.target_name == "bpf_trampoline_7" and "not read" in site.words
+    assert ftrace_ops.expected_site(0x1000, (direct, own)).target_name == "ftrace_regs_caller"
