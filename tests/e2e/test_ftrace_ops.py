@@ -2,8 +2,8 @@
 
 At run time the guest gets the function tracer with set_ftrace_filter on a seeded draw from
 available_filter_functions, kprobe_events entry probes (ftrace-based kprobes) on one of those
-functions and on one of no other hook, and on 6.12 an fprobe event (dynamic_events) on
-another. Then, at one stop, every function enabled_functions lists must be in hooked_ips()
+functions and on one of no other hook, a tracing instance's function tracer, and on 6.12
+an fprobe event (dynamic_events) on another. Then, at one stop, every function enabled_functions lists must be in hooked_ips()
 with as many ops as its count, with the same callback and trampoline it prints, with the R/I
 flags its ops ask for, and nothing more; site_at() must show the call enabled_functions
 implies (the one ops' trampoline, else ftrace_caller/ftrace_regs_caller) and a nop on
@@ -103,6 +103,12 @@ def _plant(session, kernel: str) -> dict[str, object]:
     for name in filtered:
         session.guest(f"echo {name} >> {TRACING}/set_ftrace_filter", check=False)
     session.guest(f"echo function > {TRACING}/current_tracer")
+    # a tracing instance has an ops of its own (trace_array.ops, kmalloc'ed)
+    instance = f"{TRACING}/instances/kp_ops"
+    session.guest(f"mkdir -p {instance}")
+    for name in filtered[:2] + rest[200:202]:
+        session.guest(f"echo {name} >> {instance}/set_ftrace_filter", check=False)
+    session.guest(f"echo function > {instance}/current_tracer")
 
     def probe(line: str, event: str, candidates: list[str]) -> str | None:
         """The first candidate the kernel takes (some are blacklisted or refused)."""
@@ -215,9 +221,12 @@ def test_enabled_functions_agree(session, kernel, tmp_path):
 
     kinds = {ops[a]["kind"] for h in hooks for a in h["ops"]}
     assert {"function_tracer", "kprobes"} <= kinds, context
-    shared = by_name[planted["shared"]]
-    assert sorted(ops[a]["kind"] for a in shared["ops"]) == ["function_tracer", "kprobes"], \
+    owners = {o["owner"] for o in ops.values()}
+    assert {"function tracer (top instance)", "function tracer (instance kp_ops)"} <= owners, \
         context
+    shared = by_name[planted["shared"]]
+    # the kprobe's function is also in the function tracer's filter (and maybe the instance's)
+    assert {"function_tracer", "kprobes"} <= {ops[a]["kind"] for a in shared["ops"]}, context
     if planted["fprobe"]:
         fprobe = [ops[a] for a in by_name[planted["fprobe"]]["ops"]]
         assert [o["owner"] for o in fprobe] == ["fprobe event fprobes/kp_ops_fprobe"], context
