@@ -133,9 +133,9 @@ def _region_owner(address: int, modules: list[kmodules.Module]) -> tuple[str, st
         return "kernel", "kernel"
     if region.kind == owners.MODULE:
         return "module", f"module {region.module}"
+    # kp-list -v's flagged words: module space of no listed module, or code elsewhere
     kind = "unlisted_module" if region.kind == owners.MODULE_SPACE else "foreign_code"
-    words = str(owners.Owner(kind, None, address, region.kind, "code"))
-    return "unlisted", words.lower() if kind == "foreign_code" else words
+    return "unlisted", str(owners.Owner(kind, None, address, region.kind, "code"))
 
 
 def _bpf_prog(prog: int) -> dict[str, object]:

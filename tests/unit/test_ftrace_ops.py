@@ -202,3 +202,30 @@ def test_expected_site_follows_ftrace_get_addr_new(fto, monkeypatch):
     site = ftrace_ops.expected_site(0x1000, (direct,))
     assert site.target_name == "bpf_trampoline_7" and "not read" in site.words
     assert ftrace_ops.expected_site(0x1000, (direct, own)).target_name == "ftrace_regs_caller"
+
+
+def test_callbacks_outside_kernel_and_modules_are_flagged(fto, monkeypatch):
+    """A callback in module space of no listed module, or in vmalloc'ed memory: kind
+    "unlisted", kp-list -v's flagged words, never "kernel"."""
+    _hash, ftrace_owners, _ops = fto
+    from gdb_kprobe.kernel import owners
+    from gdb_kprobe.target import symbols
+    regions = {0xFFFFFFFFC0201000: owners.Region(owners.MODULE_SPACE),
+               0xFFFFC90000100000: owners.Region(owners.VMALLOC),
+               0xFFFFFFFFC0300000: owners.Region(owners.MODULE, "kp_ftrace_ops")}
+    monkeypatch.setattr(owners, "region_of", lambda address, _modules: regions[address])
+    monkeypatch.setattr(symbols, "in_kernel_image", lambda address: False)
+    monkeypatch.setattr(ftrace_owners, "code_name", lambda address, _m: f"{address:#x}")
+    monkeypatch.setattr(ftrace_owners, "symbol_at", lambda address: None)
+    for func, kind, words in [
+            (0xFFFFFFFFC0201000, "unlisted", "UNLISTED MODULE CODE at 0xffffffffc0201000"),
+            (0xFFFFC90000100000, "unlisted", "CODE OUTSIDE THE KERNEL AND ITS MODULES at "
+                                             "0xffffc90000100000 (in vmalloc space)"),
+            (0xFFFFFFFFC0300000, "module", "module kp_ftrace_ops")]:
+        fields = ftrace_owners.OpsFields(address=BASE, func=func, flags=1, private=0,
+                                         ops_func=0, trampoline=0, trampoline_size=0,
+                                         filter_hash=0, notrace_hash=0, direct_call=0)
+        found_kind, owner, details = ftrace_owners.decide(fields, {}, [])
+        assert (found_kind, owner.startswith(words)) == (kind, True), owner
+        assert "kernel" not in owner.replace("THE KERNEL", "")
+        assert details["func_name"] == f"{func:#x}"
