@@ -124,7 +124,11 @@ class _Gatherer:
                                     self.symbolizer.modules, None, self.symbolizer.damage)
             location = self.symbolizer.lookup(ops.func) if ops.func else None
             name = str(location) if location is not None else self._runtime_name(ops.func)
-            warnings = attribution.warnings
+            # attribute() words the struct as a kprobe's: here it is the ftrace_ops
+            warnings = tuple(dataclasses.replace(
+                w, pointer="struct ftrace_ops",
+                note=w.note.replace("struct kprobe", "struct ftrace_ops", 1))
+                if w.pointer == "struct kprobe" else w for w in attribution.warnings)
             if name is not None and location is None:     # run-time code (a trampoline)
                 warnings = tuple(w for w in warnings if w.pointer != "ftrace_ops func")
             hooks.append(OpsHook(ops, name, warnings))
