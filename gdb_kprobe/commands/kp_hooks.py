@@ -18,7 +18,9 @@ class KpHooks(KpCommand):
                "with its tasks and BPF programs, module, or flagged code in no listed module) "
                "and every ftrace_ops (function tracer, kprobes, fprobe, livepatch, BPF "
                "trampoline, direct call, a module's own ops) on its fentry site, with its "
-               "owner. Without a place, every hooked function.")
+               "owner. Without a place, every hooked function, from the kernel's lists alone (no "
+               "code is read: name a function to see what its probed addresses and fentry "
+               "site hold now).")
     mirrors = ("/sys/kernel/debug/kprobes/list, /sys/kernel/tracing/dynamic_events (and "
                "kprobe_events) and /sys/kernel/tracing/enabled_functions, merged per function")
 

@@ -46,7 +46,7 @@ class KprobeHook:
 
     row: ProbeRow
     owner: ProbeOwner
-    mechanism: str
+    mechanism: str | None             # None in the every-function listing (no code read)
 
 
 @dataclasses.dataclass
@@ -91,7 +91,10 @@ def _model_note() -> str:
 class _Gatherer:
     """One snapshot of kprobe_table, the modules and ftrace's ops for one report."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_code: bool = True) -> None:
+        # the every-function listing reads no code: one block of kernel text per hooked
+        # function would be most of its reads (bench/: 1000 probes, 1000 functions)
+        self.read_code = read_code
         self.table = kprobes.read_table()
         self.symbolizer = Symbolizer()
         self.model = ftrace_model()
@@ -108,9 +111,9 @@ class _Gatherer:
                 self.damage.append(f"probe at {row.probe.addr:#x}: owner unreadable: {exc}")
                 continue
             entry = row.aggregate or row.probe
-            if entry.addr not in mechanisms:
+            if self.read_code and entry.addr not in mechanisms:
                 mechanisms[entry.addr] = anatomy.mechanism(entry)
-            found.append(KprobeHook(row, owner, mechanisms[entry.addr]))
+            found.append(KprobeHook(row, owner, mechanisms.get(entry.addr)))
         return found
 
     def rows(self) -> list[ProbeRow]:
@@ -123,7 +126,7 @@ class _Gatherer:
             attribution = attribute(ops.address, [("ftrace_ops func", ops.func)],
                                     self.symbolizer.modules, None, self.symbolizer.damage)
             location = self.symbolizer.lookup(ops.func) if ops.func else None
-            name = str(location) if location is not None else self._runtime_name(ops.func)
+            name = _short(location) if location is not None else self._runtime_name(ops.func)
             # attribute() words the struct as a kprobe's: here it is the ftrace_ops
             warnings = tuple(dataclasses.replace(
                 w, pointer="struct ftrace_ops",
@@ -157,6 +160,12 @@ class _Gatherer:
             return None
         return Function(location.symbol, location.module, address - location.offset,
                         location.size)
+
+
+def _short(location) -> str:
+    """`symbol [module]`, with +offset only when not 0 (as kp-list -v names handlers)."""
+    name = location.symbol if location.offset == 0 else f"{location.symbol}+{location.offset:#x}"
+    return f"{name} [{location.module}]" if location.module else name
 
 
 def _ftrace_ip(start: int, size: int) -> int | None:
@@ -215,17 +224,14 @@ def _everything(gatherer: _Gatherer) -> list[FunctionHooks]:
             hooks = slot(ip)
             hooks.ftrace_ip = ip
             hooks.ftrace_ops = gatherer.ops_hooks(ops)
-            try:
-                hooks.site = gatherer.model.site_at(ip)
-            except KpError as exc:
-                gatherer.damage.append(f"ftrace site at {ip:#x}: {exc}")
     return [by_start[start] for start in sorted(by_start)]
 
 
 def hooks_on(target: str | None) -> HooksReport:
     """kp-hooks: the hooks on the function `target` names (`sym`, `mod:sym`), on one address
-    (`0x...`, `sym+off`), or with None on every hooked function, in address order."""
-    gatherer = _Gatherer()
+    (`0x...`, `sym+off`), or with None on every hooked function, in address order. Only the
+    first two read code (what each probed address and the fentry site hold now)."""
+    gatherer = _Gatherer(read_code=target is not None)
     if target is None:
         functions = _everything(gatherer)
     elif places.names_function(target):

@@ -51,7 +51,8 @@ def kprobe_lines(hooks: FunctionHooks, hook: KprobeHook, palette: Palette = PLAI
     flags = "".join(palette.flag(f"[{word}]") for word in row.listed_flags())
     head = f"{INDENT}kprobe {row.kind}  {_place(hooks, row.probe.addr)}  "
     head += f"{flags}  " if flags else ""
-    lines = [head + f"{hook.mechanism}  owner: {owner.text}"]
+    mechanism = f"{hook.mechanism}  " if hook.mechanism else ""
+    lines = [head + f"{mechanism}owner: {owner.text}"]
     lines += [f"{SUB}{event}" + (f"; {event.prog}" if event.prog else "")
               for event in owner.perf_events]
     lines += [f"{SUB}attached: {prog}" for prog in owner.bpf_progs
@@ -61,11 +62,17 @@ def kprobe_lines(hooks: FunctionHooks, hook: KprobeHook, palette: Palette = PLAI
     return lines
 
 
+SHOWN_ALREADY = ("func_name",)       # details the ops line itself says
+
+
 def _detail(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:#x}" if value > 9 else str(value)
+    if isinstance(value, dict):
+        return " ".join(f"{key}={_detail(item)}" for key, item in value.items())
     if isinstance(value, (list, tuple)):
-        return ", ".join(_detail(item) for item in value)
+        separator = "; " if any(isinstance(item, dict) for item in value) else ", "
+        return separator.join(_detail(item) for item in value)
     return str(value)
 
 
@@ -77,9 +84,10 @@ def ops_lines(hook: OpsHook, palette: Palette = PLAIN) -> list[str]:
     if ops.filter_all:
         text += "  " + palette.flag("[ALL FUNCTIONS]")
     lines = [text]
-    if ops.details:
+    details = {key: value for key, value in ops.details.items() if key not in SHOWN_ALREADY}
+    if details:
         lines.append(SUB + "  ".join(f"{key}: {_detail(value)}"
-                                     for key, value in ops.details.items()))
+                                     for key, value in details.items()))
     lines += [f"{SUB}warning: {warning.note}" for warning in hook.warnings]
     return lines
 

@@ -149,7 +149,7 @@ def test_owner_check_flags_code_in_no_listed_module(model):
     assert hidden.owner.kind == "unlisted_module" and hidden.owner.flagged
     assert "kernel" not in hidden.owner.text
     kprobes_ops, unlisted, trampoline = found.ftrace_ops
-    assert kprobes_ops.warnings == () and kprobes_ops.func_name == "kprobe_ftrace_handler+0x0"
+    assert kprobes_ops.warnings == () and kprobes_ops.func_name == "kprobe_ftrace_handler"
     assert [(w.pointer, w.region) for w in unlisted.warnings] == [
         ("ftrace_ops func", "module_space"), ("struct ftrace_ops", "module_space")]
     assert "struct ftrace_ops 0xffffffffc0302000 is in module space" in unlisted.warnings[1].note
@@ -159,6 +159,8 @@ def test_owner_check_flags_code_in_no_listed_module(model):
 
 def test_every_function_in_address_order(model):
     report = model.hooks_on(None)
+    assert all(hook.mechanism is None for f in report.functions for hook in f.kprobes)
+    assert all(f.site is None for f in report.functions)
     assert [(f.function.symbol, len(f.kprobes), len(f.ftrace_ops)) for f in report.functions] \
         == [("vfs_read", 3, 3), ("inet_accept", 1, 0)]
     assert report.functions[1].kprobes[0].owner.text == "module kp_lab_kprobe"
@@ -166,7 +168,7 @@ def test_every_function_in_address_order(model):
 
 def test_text(model):
     from gdb_kprobe.ui import render_hooks
-    text = render_hooks.hooks_report(model.hooks_on(None))
+    text = render_hooks.hooks_report(model.hooks_on("vfs_read"))
     assert text.splitlines()[:4] == [
         "vfs_read (0xffffffff8134cc50): 3 kprobes, 3 ftrace_ops; fentry site +0x0: call "
         "ftrace_regs_caller trampoline",
@@ -180,8 +182,13 @@ def test_text(model):
     assert "  ftrace_ops bpf_trampoline  owner: BPF trampoline: bpf prog 13 kp_fentry  ops: " \
            "0xff11000008000000  func: bpf trampoline" in text
     assert "      programs: 13 kp_fentry  image: 0xffffffffa0001000" in text
-    assert "\ninet_accept (0xffffffff8189ad60): 1 kprobe, 0 ftrace_ops\n" in text
     assert "\x1b" not in text and "owner: kernel" not in text
+    # the every-function listing reads no code: no mechanism, no site contents
+    listing = render_hooks.hooks_report(model.hooks_on(None))
+    assert listing.splitlines()[:2] == [
+        "vfs_read (0xffffffff8134cc50): 3 kprobes, 3 ftrace_ops; fentry site +0x0",
+        "  kprobe k  vfs_read+0x0  [FTRACE]  owner: trace event kprobes/p_vfs_read_0"]
+    assert "\ninet_accept (0xffffffff8189ad60): 1 kprobe, 0 ftrace_ops\n" in listing
 
 
 def test_json_validates_and_follows_the_text(model):
@@ -197,7 +204,11 @@ def test_json_validates_and_follows_the_text(model):
     assert first["kprobes"][2]["owner"]["flagged"] is True
     assert first["ftrace_ops"][2]["details"] == {"programs": ["13 kp_fentry"],
                                                   "image": "0xffffffffa0001000"}
-    assert first["site"]["target_name"] == "ftrace_regs_caller trampoline"
+    assert first["site"] is None and first["kprobes"][0]["mechanism"] is None
+    one = json.loads(jsonout.dumps(jsonout_hooks.hooks_report(model.hooks_on("vfs_read"))))
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(one)
+    assert one["functions"][0]["site"]["target_name"] == "ftrace_regs_caller trampoline"
+    assert one["functions"][0]["kprobes"][2]["mechanism"] == "int3"
 
 
 def test_without_the_ftrace_ops_model_kprobes_still_show(model, monkeypatch):
