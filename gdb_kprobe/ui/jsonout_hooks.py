@@ -40,14 +40,16 @@ def _kprobe(hook: KprobeHook, index: int) -> dict:
 
 
 def detail_value(value: object) -> object:
-    """A detail of an ftrace_ops as JSON: kernel addresses as hex strings, lists item by
-    item, other numbers, booleans and strings as they are, anything else as its text."""
+    """A detail of an ftrace_ops as JSON: kernel addresses as hex strings, lists and dicts
+    item by item, other numbers, booleans and strings as they are, anything else as text."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
         return hexed(value) if value >= ADDRESS_FLOOR else value
     if isinstance(value, (list, tuple)):
         return [detail_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): detail_value(item) for key, item in value.items()}
     return str(value)
 
 

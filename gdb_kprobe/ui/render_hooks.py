@@ -63,11 +63,12 @@ def kprobe_lines(hooks: FunctionHooks, hook: KprobeHook, palette: Palette = PLAI
 
 
 SHOWN_ALREADY = ("func_name",)       # details the ops line itself says
+ADDRESS_FLOOR = 1 << 48              # kernel addresses in hex, ids and counts in decimal
 
 
 def _detail(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:#x}" if value > 9 else str(value)
+        return f"{value:#x}" if value >= ADDRESS_FLOOR else str(value)
     if isinstance(value, dict):
         return " ".join(f"{key}={_detail(item)}" for key, item in value.items())
     if isinstance(value, (list, tuple)):

@@ -118,7 +118,8 @@ def model(fake_gdb, monkeypatch):
                      "code in no listed module", {"hits": 3}, False),
            FtraceOps(0xFF11000008000000, 0xFFFFFFFFA0001000, 0x1, 0xFFFFFFFFA0001000,
                      "bpf_trampoline", "BPF trampoline: bpf prog 13 kp_fentry",
-                     {"programs": ["13 kp_fentry"], "image": 0xFFFFFFFFA0001000}, False))
+                     {"programs": ["13 kp_fentry"], "image": 0xFFFFFFFFA0001000,
+                      "progs": [{"kind": "fentry", "prog_id": 13}]}, False))
     site = SiteContents(VFS_READ, "call", 0xFFFFFFFFA0002000, "ftrace_regs_caller trampoline",
                         "call 0xffffffffa0002000")
     fake = types.SimpleNamespace(
@@ -181,7 +182,8 @@ def test_text(model):
         in text
     assert "  ftrace_ops bpf_trampoline  owner: BPF trampoline: bpf prog 13 kp_fentry  ops: " \
            "0xff11000008000000  func: bpf trampoline" in text
-    assert "      programs: 13 kp_fentry  image: 0xffffffffa0001000" in text
+    assert "      programs: 13 kp_fentry  image: 0xffffffffa0001000  progs: kind=fentry " \
+           "prog_id=13" in text
     assert "\x1b" not in text and "owner: kernel" not in text
     # the every-function listing reads no code: no mechanism, no site contents
     listing = render_hooks.hooks_report(model.hooks_on(None))
@@ -202,8 +204,9 @@ def test_json_validates_and_follows_the_text(model):
         "address": "0xffffc90000123000", "id": 12, "name": "kp_prog",
         "tag": "0123456789abcdef", "type": 2}
     assert first["kprobes"][2]["owner"]["flagged"] is True
-    assert first["ftrace_ops"][2]["details"] == {"programs": ["13 kp_fentry"],
-                                                  "image": "0xffffffffa0001000"}
+    assert first["ftrace_ops"][2]["details"] == {
+        "programs": ["13 kp_fentry"], "image": "0xffffffffa0001000",
+        "progs": [{"kind": "fentry", "prog_id": 13}]}
     assert first["site"] is None and first["kprobes"][0]["mechanism"] is None
     one = json.loads(jsonout.dumps(jsonout_hooks.hooks_report(model.hooks_on("vfs_read"))))
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(one)
