@@ -104,8 +104,8 @@ def _read_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
 def _output_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
     checks = []
     for run in runs:
-        checks.append((f"{kernel} N={run['n']} kp-list, kp-list -v, naive and cold-start "
-                       "outputs equal debugfs", run["correct"],
+        checks.append((f"{kernel} N={run['n']} kp-list, kp-list -v, naive, kp-hooks and "
+                       "cold-start outputs equal debugfs", run["correct"],
                        "; ".join(run["checks"]) or "equal"))
     for run in runs:
         if "side_by_side" in run:
