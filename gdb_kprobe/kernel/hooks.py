@@ -201,16 +201,17 @@ def _one_address(spec: str, gatherer: _Gatherer) -> FunctionHooks:
 def _everything(gatherer: _Gatherer) -> list[FunctionHooks]:
     by_start: dict[int, FunctionHooks] = {}
 
-    def slot(address: int) -> FunctionHooks:
-        function = gatherer.function_of(address)
+    def slot(address: int, location=None) -> FunctionHooks:
+        function = gatherer.function_of(address) if location is None else Function(
+            location.symbol, location.module, address - location.offset, location.size)
         start = function.address if function is not None else address
         if start not in by_start:
             by_start[start] = FunctionHooks(function, start, None, None, [], [])
         return by_start[start]
 
     rows_by_start: dict[int, list[ProbeRow]] = {}
-    for row in gatherer.rows():
-        rows_by_start.setdefault(slot(row.probe.addr).address, []).append(row)
+    for row in gatherer.rows():        # row.location is kallsyms' lookup of the probed address
+        rows_by_start.setdefault(slot(row.probe.addr, row.location).address, []).append(row)
     for start, rows in rows_by_start.items():
         rows.sort(key=lambda row: row.probe.addr)
         by_start[start].kprobes = gatherer.kprobe_hooks(rows)
