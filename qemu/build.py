@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 
+from qemu import kernels
 from qemu.kernels import KernelFiles
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -51,6 +52,30 @@ def build_modules(files: KernelFiles) -> pathlib.Path | None:
     return out
 
 
+def build_guest_programs() -> list[pathlib.Path]:
+    """Build the lab's own guest programs (qemu/guest/*.c: kp_hookload, which puts BPF and
+    perf hooks for the hooks scenario) with `gcc -static`; cached by source hash under
+    `<cache>/guest-bin/`. They go into the initramfs's /bin."""
+    sources = sorted(GUEST_FILES.glob("*.c"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + b"\0" + p.read_bytes()
+                                     for p in sources)).hexdigest()[:16]
+    out = kernels.cache_dir() / "guest-bin" / digest
+    programs = [out / source.stem for source in sources]
+    if all(program.exists() for program in programs):
+        return programs
+    out.mkdir(parents=True, exist_ok=True)
+    compiler = shutil.which("gcc-12") or "gcc"
+    for source, program in zip(sources, programs):
+        tmp = program.with_suffix(".tmp")
+        result = subprocess.run([compiler, "-static", "-O2", "-Wall", "-o", str(tmp), str(source)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"building {source.name} failed (needs libc6-dev's libc.a):\n"
+                               f"{result.stdout[-3000:]}")
+        os.replace(tmp, program)
+    return programs
+
+
 def scenario_path(name: str, kernel_name: str) -> pathlib.Path:
     """`<name>-<kernel>` when the scenario differs per kernel, else `<name>`; or a path."""
     candidate = pathlib.Path(name)
@@ -83,8 +108,10 @@ def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
 
 
 def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
-                    scenario: pathlib.Path) -> pathlib.Path:
-    """Write a gzipped newc initramfs: busybox, /init, the lab modules and the scenario."""
+                    scenario: pathlib.Path,
+                    programs: list[pathlib.Path] = ()) -> pathlib.Path:
+    """Write a gzipped newc initramfs: busybox, /init, the lab modules, the scenario, and
+    the lab's guest programs (build_guest_programs()) in /bin."""
     entries: list[tuple[str, int, bytes]] = []
     # /dev/console must exist before devtmpfs is mounted: the kernel opens it for /init.
     for folder in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "etc/kp-lab",
@@ -96,6 +123,8 @@ def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
     entries.append(("init", 0o100755, (GUEST_FILES / "init").read_bytes()))
     entries.append(("bin/kp-scenario", 0o100755, (GUEST_FILES / "kp-scenario").read_bytes()))
     entries.append(("etc/kp-lab/scenario", 0o100644, scenario.read_bytes()))
+    for program in programs:
+        entries.append((f"bin/{program.name}", 0o100755, program.read_bytes()))
     for ko in sorted(modules.glob("*.ko")) if modules else ():
         entries.append((f"lib/modules/{module_folder(ko.name)}/{ko.name}", 0o100644,
                         ko.read_bytes()))

@@ -224,7 +224,8 @@ class Lab:
         self.modules_dir = build.build_modules(self.files)
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-lab-"))
         scenario = build.scenario_path(self.scenario_name, self.kernel_name)
-        build.build_initramfs(self.workdir / "initramfs.gz", self.modules_dir, scenario)
+        build.build_initramfs(self.workdir / "initramfs.gz", self.modules_dir, scenario,
+                              build.build_guest_programs())
 
     def qemu_command(self) -> list[str]:
         assert self.files and self.workdir and self.gdb_port
