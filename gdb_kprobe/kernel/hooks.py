@@ -15,28 +15,22 @@ Each ftrace_ops callback and struct goes through the same owner check as a kprob
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import anatomy, ftrace, kprobes, places
+from gdb_kprobe.kernel import anatomy, ftrace, ftrace_ops, kprobes, places
 from gdb_kprobe.kernel.function_probes import Function
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.kprobes_list import ProbeRow, row_of
 from gdb_kprobe.kernel.owners import OwnerWarning, attribute
 from gdb_kprobe.kernel.probe_owners import ProbeOwner, owner_of
 
-try:             # kernel/ftrace_ops.py (issue #16's other half); until it is there, kprobes only
-    _ftrace_ops: Any = importlib.import_module("gdb_kprobe.kernel.ftrace_ops")
-except ImportError:          # pragma: no cover - only before the merge
-    _ftrace_ops = None
-
 __all__ = ["KprobeHook", "OpsHook", "FunctionHooks", "HooksReport", "hooks_on", "ftrace_model"]
 
 
 def ftrace_model() -> Any:
-    """The ftrace_ops model module (a seam for the unit tests' fake)."""
-    return _ftrace_ops
+    """kernel/ftrace_ops.py (a seam for the unit tests' fake)."""
+    return ftrace_ops
 
 
 @dataclasses.dataclass
@@ -54,7 +48,7 @@ class OpsHook:
     """One `struct ftrace_ops` on the function's call site (ftrace_ops.FtraceOps), and the
     owner check of its callback and of its struct (owners.attribute())."""
 
-    ops: Any                          # ftrace_ops.FtraceOps
+    ops: ftrace_ops.FtraceOps
     func_name: str | None             # the callback's symbol, or a run-time code page's name
     warnings: tuple[OwnerWarning, ...] = ()
 
@@ -66,7 +60,7 @@ class FunctionHooks:
     function: Function | None         # None: no symbol covers the address
     address: int                      # the function's start (or the address asked for)
     ftrace_ip: int | None             # its fentry call site, when it has one
-    site: Any | None                  # ftrace_ops.SiteContents at ftrace_ip
+    site: ftrace_ops.SiteContents | None  # what the site at ftrace_ip holds now
     kprobes: list[KprobeHook]
     ftrace_ops: list[OpsHook]
 
@@ -83,11 +77,6 @@ class HooksReport:
     notes: list[str]
 
 
-def _model_note() -> str:
-    return ("ftrace_ops are not shown: this gdb-kprobe has no ftrace_ops model "
-            "(gdb_kprobe/kernel/ftrace_ops.py)")
-
-
 class _Gatherer:
     """One snapshot of kprobe_table, the modules and ftrace's ops for one report."""
 
@@ -99,7 +88,7 @@ class _Gatherer:
         self.symbolizer = Symbolizer()
         self.model = ftrace_model()
         self.damage: list[str] = list(self.table.damage)
-        self.notes: list[str] = [] if self.model is not None else [_model_note()]
+        self.notes: list[str] = []
 
     def kprobe_hooks(self, rows: list[ProbeRow]) -> list[KprobeHook]:
         found = []
@@ -143,8 +132,8 @@ class _Gatherer:
         except KpError:
             return None
 
-    def ops_on(self, ip: int | None) -> tuple[Any | None, list[OpsHook]]:
-        if ip is None or self.model is None:
+    def ops_on(self, ip: int | None) -> tuple[ftrace_ops.SiteContents | None, list[OpsHook]]:
+        if ip is None:
             return None, []
         try:
             ops = self.model.ops_on(ip)
@@ -215,16 +204,15 @@ def _everything(gatherer: _Gatherer) -> list[FunctionHooks]:
     for start, rows in rows_by_start.items():
         rows.sort(key=lambda row: row.probe.addr)
         by_start[start].kprobes = gatherer.kprobe_hooks(rows)
-    if gatherer.model is not None:
-        try:
-            hooked = gatherer.model.hooked_ips()
-        except KpError as exc:
-            gatherer.damage.append(f"ftrace_ops: {exc}")
-            hooked = {}
-        for ip, ops in hooked.items():
-            hooks = slot(ip)
-            hooks.ftrace_ip = ip
-            hooks.ftrace_ops = gatherer.ops_hooks(ops)
+    try:
+        hooked = gatherer.model.hooked_ips()
+    except KpError as exc:
+        gatherer.damage.append(f"ftrace_ops: {exc}")
+        hooked = {}
+    for ip, ops in hooked.items():
+        hooks = slot(ip)
+        hooks.ftrace_ip = ip
+        hooks.ftrace_ops = gatherer.ops_hooks(ops)
     return [by_start[start] for start in sorted(by_start)]
 
 

@@ -16,9 +16,8 @@ import pytest
 
 from conftest import LIST, Session
 from qemu import build
+from qemu import hooks_oracle as oracle
 from qemu.lab import Lab
-
-oracle = pytest.importorskip("qemu.hooks_oracle")
 
 SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema" / "kp-hooks.json"
 KPROBE_KINDS = {"trace_kprobe": "k", "trace_kretprobe": "r", "module_kprobe": "k",

@@ -214,13 +214,6 @@ def test_json_validates_and_follows_the_text(model):
     assert one["functions"][0]["kprobes"][2]["mechanism"] == "int3"
 
 
-def test_without_the_ftrace_ops_model_kprobes_still_show(model, monkeypatch):
-    monkeypatch.setattr(model, "ftrace_model", lambda: None)
-    report = model.hooks_on(None)
-    assert [len(f.ftrace_ops) for f in report.functions] == [0, 0]
-    assert report.notes and "ftrace_ops are not shown" in report.notes[0]
-
-
 def test_nothing_hooked(model, monkeypatch):
     from gdb_kprobe.kernel import kprobes
     from gdb_kprobe.ui import render_hooks
