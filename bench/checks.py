@@ -11,6 +11,7 @@ TARGET_PACKETS_FACTOR = 1.2            # memory reads ≤ 1.2 × (1 + N)
 TARGET_TIME = {0.0: 0.1, 1.0: 1.5}     # kp-list at N=1000, seconds, by delay
 TARGET_SPEEDUP = 5.0                   # naive time / kp-list time
 TARGET_COLD_WARM = 3.0                 # seconds
+TARGET_HOOKS_FACTOR = 2.0              # kp-hooks (every function) ≤ 2 × kp-list, reads and time
 
 Check = tuple[str, bool, str]          # (target, met, measured)
 
@@ -33,6 +34,18 @@ def output_problems(command: str, output: str, expected: str, n: int) -> list[st
         # without its detail lines, -v is plain kp-list
         output = "".join(line + "\n" for line in output.splitlines()
                          if not line.startswith("    "))
+    if command == "kp-hooks":
+        # one "  kprobe" line per debugfs line, each owned by its bench trace event
+        lines = [line for line in output.splitlines() if line.startswith("  kprobe ")]
+        owners = sum(f"owner: trace event {GROUP}/" in line for line in lines)
+        if len(lines) != n or owners != n:
+            problems.append(f"kp-hooks: {len(lines)} kprobe lines, {owners} trace-event "
+                            f"owners for {n} probes")
+        places = sorted(line.split()[2] for line in lines)
+        listed = sorted(line.split()[2] for line in expected.splitlines())
+        if places != listed:
+            problems.append("kp-hooks: its probed places differ from debugfs")
+        return problems
     return problems + diff_summary(expected, output)
 
 
@@ -91,8 +104,8 @@ def _read_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
 def _output_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
     checks = []
     for run in runs:
-        checks.append((f"{kernel} N={run['n']} kp-list, kp-list -v, naive and cold-start "
-                       "outputs equal debugfs", run["correct"],
+        checks.append((f"{kernel} N={run['n']} kp-list, kp-list -v, naive, kp-hooks and "
+                       "cold-start outputs equal debugfs", run["correct"],
                        "; ".join(run["checks"]) or "equal"))
     for run in runs:
         if "side_by_side" in run:
@@ -103,6 +116,31 @@ def _output_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
     return checks
 
 
+def _hooks_checks(kernel: str, largest: dict[str, Any]) -> list[Check]:
+    """kp-hooks over every function against kp-list in the same boot: ≤ 2× in reads and in
+    time (direct, and at each relay delay)."""
+    if "kp-hooks" not in largest["direct"]:
+        return []                       # results from before kp-hooks
+    n, checks = largest["n"], []
+    direct = largest["direct"]
+    ratio = direct["kp-hooks"]["median_s"] / direct["kp-list"]["median_s"]
+    checks.append((f"{kernel} N={n} kp-hooks ≤ {TARGET_HOOKS_FACTOR:g}× kp-list time, direct",
+                   ratio <= TARGET_HOOKS_FACTOR, f"{ratio:.2f}× "
+                   f"({direct['kp-hooks']['median_s']:.3f} s vs {direct['kp-list']['median_s']:.3f} s)"))
+    for delay, commands in largest["delays"].items():
+        hooks, listing = commands["kp-hooks"], commands["kp-list"]
+        reads = statistics.median(hooks["memory_reads"]) / statistics.median(listing["memory_reads"])
+        checks.append((f"{kernel} N={n} kp-hooks ≤ {TARGET_HOOKS_FACTOR:g}× kp-list reads at "
+                       f"{delay} ms", reads <= TARGET_HOOKS_FACTOR, f"{reads:.2f}× "
+                       f"({statistics.median(hooks['memory_reads']):g} vs "
+                       f"{statistics.median(listing['memory_reads']):g})"))
+        time_ratio = hooks["median_s"] / listing["median_s"]
+        checks.append((f"{kernel} N={n} kp-hooks ≤ {TARGET_HOOKS_FACTOR:g}× kp-list time at "
+                       f"{delay} ms", time_ratio <= TARGET_HOOKS_FACTOR, f"{time_ratio:.2f}× "
+                       f"({hooks['median_s']:.3f} s vs {listing['median_s']:.3f} s)"))
+    return checks
+
+
 def target_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
     """(target, met, measured) for the issue's targets."""
     largest = max(runs, key=lambda run: run["n"])
@@ -110,4 +148,4 @@ def target_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
     cold_check = (f"{kernel} N={largest['n']} cold start ≤ {TARGET_COLD_WARM:g} s (warm index)",
                   cold <= TARGET_COLD_WARM, f"{cold:.2f} s")
     return [*_time_checks(kernel, largest), *_read_checks(kernel, runs), cold_check,
-            *_output_checks(kernel, runs)]
+            *_hooks_checks(kernel, largest), *_output_checks(kernel, runs)]

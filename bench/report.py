@@ -8,7 +8,7 @@ import statistics
 from typing import Any
 
 from bench.checks import median_of, target_checks, target_reads
-from bench.common import COMMANDS, FLOOR_LOOPS, LIST, RESULTS
+from bench.common import FLOOR_LOOPS, LISTINGS, LIST, RESULTS
 from bench.provenance import source_state
 from bench.side_by_side import COMPARED, SIDES
 from qemu import kernels
@@ -35,9 +35,9 @@ def table_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
         links += [(f"relay {delay} ms", commands, commands)
                   for delay, commands in run["delays"].items()]
         for index, (link, timed, counts) in enumerate(links):
-            kp, kpv, naive = (timed[c]["median_s"] for c in COMMANDS)
+            kp, kpv, naive = (timed[c]["median_s"] for c in LISTINGS)
             kp_reads, kpv_reads, naive_reads = (statistics.median(counts[c]["memory_reads"])
-                                                for c in COMMANDS)
+                                                for c in LISTINGS)
             first = index == 0       # per-boot columns only once
             cold = run["cold_start"]
             rows.append([
@@ -51,6 +51,33 @@ def table_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
                 f"{median_of(cold['warm_index']):.2f}" if first else "",
                 f"{median_of(cold['empty_index']):.2f}" if first else "",
                 "yes" if run["correct"] else "**NO**"])
+    return rows
+
+
+HOOKS_HEADER = ["kernel", "N", "link", "kp-list s", "kp-hooks s", "time kp-hooks/kp-list",
+                "kp-list reads", "kp-hooks reads", "reads kp-hooks/kp-list",
+                "kp-list -v reads", "reads kp-hooks/kp-list -v"]
+
+
+def hooks_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
+    """kp-hooks (every hooked function) beside kp-list, measured in the same boot and turns."""
+    rows = []
+    for run in runs:
+        if "kp-hooks" not in run["direct"]:
+            continue
+        counted = next(iter(run["delays"].values()))
+        links = [("direct", run["direct"], counted)]
+        links += [(f"relay {delay} ms", commands, commands)
+                  for delay, commands in run["delays"].items()]
+        for link, timed, counts in links:
+            kp, hooks = timed["kp-list"]["median_s"], timed["kp-hooks"]["median_s"]
+            kp_reads, hooks_reads, verbose_reads = (
+                statistics.median(counts[c]["memory_reads"])
+                for c in ("kp-list", "kp-hooks", "kp-list -v"))
+            rows.append([kernel, str(run["n"]), link, f"{kp:.3f}", f"{hooks:.3f}",
+                         f"{hooks / kp:.2f}×", f"{kp_reads:g}", f"{hooks_reads:g}",
+                         f"{hooks_reads / kp_reads:.2f}×", f"{verbose_reads:g}",
+                         f"{hooks_reads / verbose_reads:.2f}×"])
     return rows
 
 
@@ -189,6 +216,14 @@ def render_markdown(payload: dict[str, Any]) -> str:
              f"Host 1-minute load average before → after each boot: {load}.", "",
              source_line(payload["source"]), "",
              markdown_table(table_rows(kernel, runs))]
+    hooks = hooks_rows(kernel, runs)
+    if hooks:
+        lines += ["## kp-hooks beside kp-list", "",
+                  "`kp-hooks` (every hooked function: each probe's owner, the ftrace_ops on "
+                  "each fentry site) and `kp-list` in the same boot, each at a fresh stop, "
+                  "same medians as above. Naming each probe's trace event reads what "
+                  "`kp-list -v` reads (its struct trace_probe_event), so `kp-list -v` is "
+                  "shown too.", "", markdown_table(hooks, HOOKS_HEADER)]
     if payload.get("baseline"):
         lines.append(comparison_section(payload))
     lines += ["## Targets", ""]

@@ -7,6 +7,7 @@ per round trip:
 
   * `kp-list` and `kp-list -v`: wall time inside gdb and memory-read packets;
   * `naive-kp-list` (bench/naive_walker.py), the scripts/gdb/linux-style yardstick;
+  * `kp-hooks` (every hooked function), held to ≤ 2× kp-list in reads and time;
   * the guest's own `cat /sys/kernel/debug/kprobes/list` (the floor);
   * the cold start `gdb vmlinux` → `source gdbinit.py` → attach → first kp-list,
     with gdb's index cache warm and with an empty one.
@@ -36,8 +37,8 @@ from bench.checks import Check, target_checks
 from bench.measure import measure
 from bench.plan import discover_functions, plan_events
 from bench.provenance import machine_info, pin_revision, snapshot_plugin, source_state
-from bench.report import (COMPARISON_HEADER, comparison_rows, markdown_table, rerender,
-                          table_rows, write_results)
+from bench.report import (COMPARISON_HEADER, HOOKS_HEADER, comparison_rows, hooks_rows,
+                          markdown_table, rerender, table_rows, write_results)
 from bench.session import Tools
 from qemu import kernels
 from qemu.lab import GDBINIT
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(options.gdb)
     all_rows: list[list[str]] = []
     comparison: list[list[str]] = []
+    hooks: list[list[str]] = []
     all_checks: list[Check] = []
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-bench-"))
     try:
@@ -131,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             runs = bench_kernel(kernel, options, plugins, machine)
             all_rows += table_rows(kernel, runs)
             comparison += comparison_rows(kernel, runs)
+            hooks += hooks_rows(kernel, runs)
             all_checks += target_checks(kernel, runs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{machine['nproc']} × {machine['cpu']}; {machine['gdb']}\n")
     print(markdown_table(all_rows))
+    if hooks:
+        print("kp-hooks (every hooked function) beside kp-list, same boot:\n")
+        print(markdown_table(hooks, HOOKS_HEADER))
     if comparison:
         candidate = f"--rev {options.rev}" if options.rev else "the working tree"
         print(f"Side by side, baseline {options.baseline} vs candidate ({candidate}; ratios "

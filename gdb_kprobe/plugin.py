@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gdb_kprobe.commands.kp_blacklist import KpBlacklist
 from gdb_kprobe.commands.kp_check import KpCheck
+from gdb_kprobe.commands.kp_hooks import KpHooks
 from gdb_kprobe.commands.kp_kaslr import KpKaslr
 from gdb_kprobe.commands.kp_list import KpList
 from gdb_kprobe.commands.kp_locals import KpLocals
@@ -22,7 +23,7 @@ from gdb_kprobe.target import cache
 __all__ = ["COMMANDS", "load", "loaded_commands"]
 
 # in the order `help kp` and pwndbg's list show them
-COMMANDS = (KpList, KpShow, KpModules, KpSim, KpCheck, KpBlacklist, KpKaslr, KpLocals, KpWhere)
+COMMANDS = (KpList, KpShow, KpHooks, KpModules, KpSim, KpCheck, KpBlacklist, KpKaslr, KpLocals, KpWhere)
 _commands: list = []
 
 

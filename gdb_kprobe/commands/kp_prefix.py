@@ -12,6 +12,7 @@ class KpPrefix(gdb.Command):
 Commands:
   kp-list     the registered kprobes, as /sys/kernel/debug/kprobes/list shows them
   kp-show     how the probes at one place are built, from live kernel memory
+  kp-hooks    who is on a function: every kprobe and ftrace_ops on it, and its owner
   kp-modules  loaded modules; load their .ko symbols into gdb
   kp-sim      replay a kprobe's pre-handler / single-step / post-handler (or --ret)
   kp-check    would register_kprobe() and kprobe_events take a place? if not, which errno and why

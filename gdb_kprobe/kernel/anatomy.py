@@ -21,7 +21,7 @@ from gdb_kprobe.target import disasm, layouts, memory, symbols
 __all__ = [
     "KPROBE_STATUS", "FieldValue", "Patch", "Optimized", "SingleStep", "CpuState",
     "ProbeAnatomy", "Anatomy", "Continuation", "gather", "optimized_probe",
-    "optimized_region_covering", "refuse_inside_optimized", "continuation",
+    "optimized_region_covering", "refuse_inside_optimized", "continuation", "mechanism",
 ]
 
 # include/linux/kprobes.h: kprobe_ctlblk.kprobe_status values
@@ -132,13 +132,14 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
     except KpError:
         first = []
     live_byte = first[0].raw[0] if first else None
+    kind = _mechanism(entry, live_byte)
     if entry.gone:
         return Patch("not patched", "the probed code is gone (its module was unloaded)",
                      first, original)
     if entry.disabled:
         return Patch("not patched", "the probe is disabled: the code runs unmodified", first,
                      original)
-    if live_byte == arch.JMP32 and entry.optimized:
+    if kind == "optprobe jmp":
         goal = _rel32_target(first[0])
         explanation = ("the instruction(s) were replaced by a jmp to the detour buffer, which "
                        "saves pt_regs, calls optimized_callback(), runs the copied "
@@ -146,7 +147,7 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         if opt is not None and goal != opt.detour:
             explanation += f" (but optinsn.insn is {opt.detour:#x}: inconsistent!)"
         return Patch("optprobe jmp", explanation, first, original, goal, symbolizer.lookup(goal))
-    if live_byte == arch.CALL32 and entry.ftrace:
+    if kind == "ftrace call":
         goal = _rel32_target(first[0])
         where = symbolizer.lookup(goal)
         explanation = ("the function's fentry call site now calls an ftrace trampoline that "
@@ -154,12 +155,35 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         if where is None:
             where = Location("ftrace trampoline (allocated at run time)", 0, 0, None)
         return Patch("ftrace call", explanation, first, original, goal, where)
-    if live_byte == arch.INT3:
+    if kind == "int3":
         return Patch("int3", "the first byte is now int3: the CPU traps into kprobe_int3_handler(), "
                      "which runs the pre_handler, single-steps the copy in ainsn.insn, then "
                      "the post_handler", first, original)
     return Patch("unexpected", "the live bytes are not what this probe's flags imply", first,
                  original)
+
+
+def _mechanism(entry: kprobes.Kprobe, live_byte: int | None) -> str:
+    """What the first live byte at a probed address says, given the entry's flags."""
+    if entry.gone or entry.disabled:
+        return "not patched"
+    if live_byte == arch.JMP32 and entry.optimized:
+        return "optprobe jmp"
+    if live_byte == arch.CALL32 and entry.ftrace:
+        return "ftrace call"
+    if live_byte == arch.INT3:
+        return "int3"
+    return "unexpected"
+
+
+def mechanism(entry: kprobes.Kprobe) -> str:
+    """kp-show's mechanism word (int3 | optprobe jmp | ftrace call | not patched |
+    unexpected) for the hash-table entry `entry`, from one live byte: no disassembly."""
+    try:
+        live_byte: int | None = memory.read(entry.addr, 1)[0]
+    except KpError:
+        live_byte = None
+    return _mechanism(entry, live_byte)
 
 
 def _rel32_target(insn: disasm.Insn) -> int:

@@ -16,7 +16,7 @@ BAD_PLACE = ("bad place `{}`: expected symbol, symbol+offset, module:symbol+offs
 BAD_OFFSET = ("bad offset `{}` in `{}`: use a decimal or 0x-hex number, e.g. inet_accept+20 or "
               "inet_accept+0x14")
 COMMANDS = ["kp-list", "kp-show inet_accept", "kp-sim inet_accept", "kp-check inet_accept",
-            "kp-blacklist", "kp-modules", "kp-kaslr"]
+            "kp-blacklist", "kp-modules", "kp-kaslr", "kp-hooks", "kp-hooks vfs_read"]
 
 # (command, the exact line; "re:" marks a regular expression for kernel-dependent numbers)
 ATTACHED = [
@@ -25,6 +25,8 @@ ATTACHED = [
      + SEE.format("kp-list")),
     ("kp-list -t", "kp-list: argument -t/--type: expected one argument" + SEE.format("kp-list")),
     ("kp-list a b", "kp-list: unrecognized arguments: b" + SEE.format("kp-list")),
+    ("kp-hooks a b", "kp-hooks: unrecognized arguments: b" + SEE.format("kp-hooks")),
+    ("kp-hooks --bogus", "kp-hooks: unrecognized arguments: --bogus" + SEE.format("kp-hooks")),
     ("kp-list -m", "kp-list: argument -m/--module: expected one argument" + SEE.format("kp-list")),
     ("kp-list --verbose=yes", "kp-list: argument -v/--verbose: ignored explicit argument 'yes'"
      + SEE.format("kp-list")),

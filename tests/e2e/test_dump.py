@@ -24,7 +24,7 @@ def open_dump(session, core: pathlib.Path, gdb_binary: str) -> Gdb:
                 "-ex", f"core-file {core}", "-ex", f"source {GDBINIT}"], gdb_binary=gdb_binary)
 
 
-COMMANDS = ("kp-list", "kp-show inet_csk_accept", "kp-blacklist")
+COMMANDS = ("kp-list", "kp-show inet_csk_accept", "kp-blacklist", "kp-hooks", "kp-hooks --json")
 
 
 def live_outputs(session) -> dict[str, str]:

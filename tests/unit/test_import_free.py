@@ -91,14 +91,14 @@ def test_load_registers_everything_once(fake_gdb):
     from gdb_kprobe import plugin
     plugin.load()
     plugin.load()                        # a second `source gdbinit.py` adds nothing
-    names = ["list", "show", "modules", "sim", "check", "blacklist", "kaslr", "locals", "where"]
+    names = ["list", "show", "hooks", "modules", "sim", "check", "blacklist", "kaslr", "locals", "where"]
     assert sorted(made["command"]) == sorted(["kp"] + [f"kp-{name}" for name in names]
                                              + [f"kp {name}" for name in names])
     assert made["parameter"] == ["kp-debug", "kp-color", "kp-unwind"]
     assert len(made["unwinder"]) == 1 and "gdb-kprobe" in fake_gdb.frame_filters
     # the cache registry connects each gdb event once; the hooks add their own
     assert made["events"].count("cont") == 1 and made["events"].count("new_objfile") == 1
-    assert len(plugin.loaded_commands()) == 9
+    assert len(plugin.loaded_commands()) == 10
 
 
 LIBRARY_LAYERS = ("arch", "target", "kernel", "analysis", "ui")

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-KP_COMMANDS = {"kp-list", "kp-show", "kp-modules", "kp-sim", "kp-check", "kp-blacklist",
+KP_COMMANDS = {"kp-list", "kp-show", "kp-hooks", "kp-modules", "kp-sim", "kp-check", "kp-blacklist",
                "kp-kaslr", "kp-locals", "kp-where"}
 
 

@@ -1,0 +1,215 @@
+"""Who owns each `struct kprobe`, beyond kp-list -v's one word: the trace event, the perf
+events on it and their tasks, the BPF programs attached, or the module (kernel/owners.py).
+
+A kprobe whose pre_handler is kprobe_dispatcher (kretprobe: handler kretprobe_dispatcher) is
+embedded in a `struct trace_kprobe` (kernel/trace/trace_kprobe.c). Two kinds exist:
+- a kprobe_events / dynamic_events probe, on `dyn_event_list` through `trace_kprobe.devent`;
+- a perf kprobe PMU probe (perf_event_open() with the "kprobe" PMU type, which BPF kprobe
+  attachments and `perf record -e` use), made by create_local_trace_kprobe(): never added to
+  `dyn_event_list`, so its `devent.list` points at itself (dyn_event_init() does
+  INIT_LIST_HEAD) and it is in neither kprobe_events nor dynamic_events.
+Its `struct trace_event_call` (tp.event->call) holds the perf events on it
+(`perf_events`, a per-CPU hlist of `struct perf_event` through `hlist_entry`, filled by
+perf_trace_add() while the event is scheduled on that CPU; `perf_refcount` counts them all)
+and the BPF programs attached to it (`prog_array`, a `struct bpf_prog_array` of
+`struct bpf_prog_array_item`, NULL-terminated; perf_event_attach_bpf_prog()).
+Anything else is owned as owners.attribute() decides (a module's handlers, or flagged code).
+
+Every field is looked up in DWARF; a field this kernel lacks degrades to a note, never a crash.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from gdb_kprobe.errors import KpError
+from gdb_kprobe.kernel import kprobes, lists, percpu
+from gdb_kprobe.kernel.kallsyms import Symbolizer
+from gdb_kprobe.kernel.kprobes_list import Details, ProbeRow, details_for
+from gdb_kprobe.target import layouts, memory, symbols
+
+__all__ = ["BpfProg", "PerfEvent", "ProbeOwner", "owner_of", "bpf_prog", "prog_array",
+           "MAX_PROGS", "MAX_PERF_EVENTS"]
+
+MAX_PROGS = 64                   # BPF_TRACE_MAX_PROGS (kernel/trace/bpf_trace.c)
+MAX_PERF_EVENTS = 1024           # per CPU: a walk past it is a damaged list
+
+
+@dataclasses.dataclass(frozen=True)
+class BpfProg:
+    """One `struct bpf_prog`: id and name from its `struct bpf_prog_aux` (as bpftool prints
+    them), the tag (prog->tag, hex) and the program type number (enum bpf_prog_type)."""
+
+    address: int
+    id: int | None
+    name: str
+    tag: str
+    type: int | None
+
+    def __str__(self) -> str:
+        name = f" {self.name}" if self.name else ""
+        return f"bpf prog {self.id if self.id is not None else '?'}{name} tag {self.tag}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfEvent:
+    """One `struct perf_event` on the trace event: its owner task (event->owner; NULL for an
+    in-kernel counter), its CPU (-1: any) and its BPF program (event->prog)."""
+
+    address: int
+    id: int | None
+    cpu: int | None
+    owner_pid: int | None
+    owner_comm: str | None
+    prog: BpfProg | None
+
+    def __str__(self) -> str:
+        who = f"pid {self.owner_pid} ({self.owner_comm})" if self.owner_pid is not None \
+            else "no owner task (in-kernel)"
+        cpu = "any CPU" if self.cpu in (None, -1) else f"CPU {self.cpu}"
+        return f"perf event {self.id if self.id is not None else '?'} of {who}, {cpu}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeOwner:
+    """Who owns one probe. kind: "trace_event" (kprobe_events/dynamic_events), "perf_kprobe"
+    (the perf kprobe PMU: a local trace_kprobe), or owners.Owner's kind for the rest
+    ("module", "kernel", "unlisted_module", "foreign_code", "unknown")."""
+
+    kind: str
+    text: str                                # the owner in words
+    details: Details                         # kp-list -v's: handlers, owners.Owner, warnings
+    perf_refcount: int | None = None
+    perf_events: tuple[PerfEvent, ...] = ()
+    bpf_progs: tuple[BpfProg, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def flagged(self) -> bool:
+        return self.details.owner.flagged or bool(self.details.warnings)
+
+
+def bpf_prog(address: int) -> BpfProg:
+    """A `struct bpf_prog` and its `aux` (struct bpf_prog_aux: id, name)."""
+    prog = layouts.layout("struct bpf_prog")
+    view = prog.view(memory.read(address, prog.size), address)
+    tag = view.bytes("tag").hex() if prog.has_field("tag") else ""
+    kind = view.int("type") if prog.has_field("type") else None
+    aux_at = view.ptr("aux") if prog.has_field("aux") else 0
+    prog_id, name = None, ""
+    aux = layouts.try_layout("struct bpf_prog_aux")
+    if aux_at and aux is not None:
+        aux_view = aux.view(memory.read(aux_at, aux.size), aux_at)
+        prog_id = aux_view.int("id") if aux.has_field("id") else None
+        name = aux_view.string("name") if aux.has_field("name") else ""
+    return BpfProg(address, prog_id, name, tag, kind)
+
+
+def _dummy_prog() -> int | None:
+    """&dummy_bpf_prog.prog (kernel/bpf/core.c): what bpf_prog_array_delete_safe() leaves in
+    a slot whose program was detached; it is no program of anyone."""
+    dummy = symbols.kernel().address_of("dummy_bpf_prog")
+    return dummy     # .prog is its first member (struct bpf_prog_dummy)
+
+
+def prog_array(address: int) -> list[BpfProg]:
+    """The programs of a `struct bpf_prog_array` (items[] up to the NULL prog)."""
+    if not address:
+        return []
+    array = layouts.layout("struct bpf_prog_array")
+    item = layouts.layout("struct bpf_prog_array_item")
+    start, dummy = address + array.offset("items"), _dummy_prog()
+    found = []
+    for index in range(MAX_PROGS + 1):
+        prog = memory.read_u64(start + index * item.size + item.offset("prog"))
+        if not prog:
+            break
+        if prog != dummy:
+            found.append(bpf_prog(prog))
+    return found
+
+
+def _perf_events(call: layouts.View, notes: list[str]) -> list[PerfEvent]:
+    """The perf events on the per-CPU `call->perf_events` hlists."""
+    heads = call.ptr("perf_events")
+    if not heads:
+        return []
+    event = layouts.layout("struct perf_event")
+    node_offset = event.offset("hlist_entry")
+    found: list[PerfEvent] = []
+    for cpu, offset in enumerate(percpu.offsets()):
+        first = memory.read_u64(heads + offset)
+
+        def fetch(node: int) -> tuple[PerfEvent, int]:
+            address = node - node_offset
+            view = event.view(memory.read(address, event.size), address)
+            return _perf_event(view), view.ptr("hlist_entry.next")
+
+        walk = lists.walk(first, 0, fetch, f"perf_events of CPU {cpu}", limit=MAX_PERF_EVENTS)
+        found += [e for e in walk.items if e.address not in {f.address for f in found}]
+        if walk.damage:
+            notes.append(walk.damage)
+    return found
+
+
+def _perf_event(view: layouts.View) -> PerfEvent:
+    layout = view.layout
+    owner = view.ptr("owner") if layout.has_field("owner") else 0
+    pid, comm = None, None
+    if owner:
+        task = layouts.layout("struct task_struct")
+        comm = layouts.printable(memory.read_cstring(owner + task.offset("comm"), 16))
+        pid = int.from_bytes(memory.read(owner + task.offset("pid"), 4), "little", signed=True)
+    # event->prog: CONFIG_BPF_SYSCALL with CONFIG_EVENT_TRACING
+    prog = view.ptr("prog") if layout.has_field("prog") else 0
+    cpu = view.int("cpu") if layout.has_field("cpu") else None
+    if cpu is not None and cpu >= 1 << 31:
+        cpu -= 1 << 32
+    return PerfEvent(view.address, view.int("id") if layout.has_field("id") else None, cpu,
+                     pid, comm, bpf_prog(prog) if prog else None)
+
+
+def _is_local(trace_kprobe: int) -> bool | None:
+    """create_local_trace_kprobe()'s probes are never put on dyn_event_list: their
+    devent.list still points at itself. `devent`: 5448d44c3855 "tracing: Add unified dynamic
+    event framework" (v5.0); None (unknown) without it."""
+    tk = layouts.layout("struct trace_kprobe")
+    if not tk.has_field("devent.list"):
+        return None
+    node = trace_kprobe + tk.offset("devent.list")
+    return memory.read_u64(node) == node
+
+
+def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
+             details: Details | None = None) -> ProbeOwner:
+    """The owner of `row`'s probe: for a trace_kprobe its event, perf events and BPF
+    programs; otherwise kp-list -v's owner (owners.attribute()), flagged code included."""
+    details = details if details is not None else details_for(row, table, symbolizer)
+    if details.event is None:
+        return ProbeOwner(details.owner.kind, str(details.owner), details)
+    event = details.event
+    notes: list[str] = []
+    local = _is_local(event.address)
+    kind = "perf_kprobe" if local else "trace_event"
+    group, _, name = event.name.partition("/")
+    text = (f"perf kprobe PMU event {name} (perf_event_open, not in kprobe_events)" if local
+            else f"trace event {event.name}")
+    refcount, perf, progs = None, [], []
+    try:
+        tk = layouts.layout("struct trace_kprobe")
+        event_ptr = memory.read_u64(event.address + tk.offset("tp.event"))
+        probe_event = layouts.layout("struct trace_probe_event")
+        call_at = event_ptr + probe_event.offset("call")
+        call = layouts.layout("struct trace_event_call")
+        view = call.view(memory.read(call_at, call.size), call_at)
+        # perf_refcount, perf_events, prog_array: CONFIG_PERF_EVENTS only
+        if call.has_field("perf_events"):
+            refcount = view.int("perf_refcount")
+            perf = _perf_events(view, notes)
+            if refcount and len(perf) < refcount:
+                notes.append(f"{refcount - len(perf)} more perf event(s) not on a CPU's list now "
+                             "(a task-bound event is there only while its task runs)")
+        if call.has_field("prog_array"):
+            progs = prog_array(view.ptr("prog_array"))
+    except KpError as exc:
+        notes.append(f"perf/BPF users of {event.name} unreadable: {exc}")
+    return ProbeOwner(kind, text, details, refcount, tuple(perf), tuple(progs), tuple(notes))
