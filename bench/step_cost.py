@@ -160,8 +160,9 @@ def bench_kernel(kernel: str, options: argparse.Namespace, plugins: dict[str, pa
         started = time.monotonic()
         for number in range(rounds):
             loads.append([round(x, 2) for x in os.getloadavg()])
-            for name, side in sides.items():
-                one_turn(side, samples[name])
+            names = list(sides)            # each side first in turn: no side always last
+            for name in names[number % len(names):] + names[:number % len(names)]:
+                one_turn(sides[name], samples[name])
             print(f"bench-step: {kernel}: round {number + 1}/{rounds} "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         loads.append([round(x, 2) for x in os.getloadavg()])
@@ -194,6 +195,8 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
             values = per_command[command]
             row["n"][name] = len(values)
             row["median_ms"][name] = round(statistics.median(values) * 1000, 3) if values else None
+            row.setdefault("p25_ms", {})[name] = (
+                round(statistics.quantiles(values, n=4)[0] * 1000, 3) if len(values) > 1 else None)
         plain = row["median_ms"].get("plain")
         for name, median in row["median_ms"].items():
             if name != "plain" and plain and median:
@@ -210,7 +213,7 @@ def markdown(payload: dict[str, Any]) -> str:
              f"{payload['date']}; {payload['machine']['nproc']} × {payload['machine']['cpu']}; "
              f"{payload['machine']['gdb']}; {payload['machine']['qemu']}.",
              "Sides: " + ", ".join(f"{n} ({payload['sides'][n]})" for n in names) + ", taking turns "
-             f"on one gdbstub, {result['rounds']} rounds of {result['per_turn']} samples per "
+             f"on one gdbstub (each side first in turn), {result['rounds']} rounds of {result['per_turn']} samples per "
              f"command and side. Stop place: `{result['place']}` with a guest loop of "
              "`cat /proc/version`. Time inside gdb until its next prompt; medians in ms.",
              f"Load average (1, 5, 15 min) at the start of each round: first "

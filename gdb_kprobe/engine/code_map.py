@@ -89,6 +89,8 @@ def kernel_code() -> CodeMap:
 def outside_entry_kind(pc: int) -> str | None:
     """Is pc, outside the kernel image, the return address of an entry path's call into
     C code (an ftrace trampoline or optprobe detour buffer, allocated at run time)?"""
+    if pc < arch.START_KERNEL_MAP:
+        return None                             # user space, or the end of the stack (0)
     if pc in _outside_kinds:
         return _outside_kinds[pc]
     kind = None
