@@ -69,7 +69,7 @@ def arm() -> None:
         if thread is None or thread.is_running() or not _is_kernel():
             return
         # the caller as finish will see it: a kretprobe's real caller, not its trampoline
-        unwind.settle(gdb.selected_frame().level() + 2)
+        unwind.settle(gdb.selected_frame().level() + 1)
         frame = gdb.selected_frame()
         caller = frame.older()
         if caller is None:
