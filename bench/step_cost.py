@@ -116,20 +116,20 @@ class Side:
         self.gdb.close()
 
 
-def one_turn(side: Side, samples: dict[str, list[float]]) -> None:
+def one_turn(side: Side, samples: dict[str, list[float]], per_turn: int = PER_TURN) -> None:
     side.attach()
     try:
         side.to_place()
-        for _ in range(PER_TURN):
+        for _ in range(per_turn):
             append(samples["stepi"], side.timed("stepi"))
         side.to_place()
-        for _ in range(PER_TURN):
+        for _ in range(per_turn):
             append(samples["next"], side.timed("next"))
         side.to_place()
-        for _ in range(PER_TURN):
+        for _ in range(per_turn):
             side.run("stepi")
             append(samples["bt"], side.timed("bt"))
-        for _ in range(PER_TURN):
+        for _ in range(per_turn):
             side.to_place()
             append(samples["finish"], side.timed("finish"))
     finally:
@@ -143,7 +143,7 @@ def append(into: list[float], value: float | None) -> None:
 
 def bench_kernel(kernel: str, options: argparse.Namespace, plugins: dict[str, pathlib.Path | None],
                  workdir: pathlib.Path) -> dict[str, Any]:
-    rounds = -(-options.samples // PER_TURN)
+    rounds = -(-options.samples // options.per_turn)
     lab = Lab(kernel)
     lab.start()
     sides: dict[str, Side] = {}
@@ -162,7 +162,7 @@ def bench_kernel(kernel: str, options: argparse.Namespace, plugins: dict[str, pa
             loads.append([round(x, 2) for x in os.getloadavg()])
             names = list(sides)            # each side first in turn: no side always last
             for name in names[number % len(names):] + names[:number % len(names)]:
-                one_turn(sides[name], samples[name])
+                one_turn(sides[name], samples[name], options.per_turn)
             print(f"bench-step: {kernel}: round {number + 1}/{rounds} "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         loads.append([round(x, 2) for x in os.getloadavg()])
@@ -181,7 +181,7 @@ def bench_kernel(kernel: str, options: argparse.Namespace, plugins: dict[str, pa
             side.close()
         lab.stop()
     return {"kernel": kernel, "release": kernels.fetch(kernel).release, "place": PLACE,
-            "per_turn": PER_TURN, "rounds": rounds, "loadavg": loads, "lost": lost,
+            "per_turn": options.per_turn, "rounds": rounds, "loadavg": loads, "lost": lost,
             "samples": samples, "profiles": profiles}
 
 
@@ -231,6 +231,17 @@ def markdown(payload: dict[str, Any]) -> str:
         ratios = [f"{row['ratio'][n]:.2f}×" if n in row["ratio"] else "–" for n in plugins]
         lines.append(f"| `{row['command']}` | " + " | ".join(cells) + " | " +
                      " | ".join(ratios) + f" | {f'≤ {target}×' if target else ''} |")
+    lines += ["", "Lower quartiles (ms; the host's load stretches the upper half of each side's "
+              "samples):", "", "| command | " + " | ".join(names) + " | " +
+              " | ".join(f"{n} / plain" for n in plugins) + " |",
+              "| --- " * (1 + len(names) + len(plugins)) + "|"]
+    for row in payload["summary"]:
+        quartiles = row.get("p25_ms", {})
+        plain = quartiles.get("plain")
+        lines.append(f"| `{row['command']}` | " + " | ".join(
+            f"{quartiles[n]:.2f}" if quartiles.get(n) else "–" for n in names) + " | " +
+            " | ".join(f"{quartiles[n] / plain:.2f}×" if plain and quartiles.get(n) else "–"
+                       for n in plugins) + " |")
     for name, text in result.get("profiles", {}).items():
         lines += ["", f"## cProfile of 25 × (`stepi`, `bt`), {name}", "", "```",
                   text.strip(), "```"]
@@ -253,11 +264,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", default=os.environ.get("KERNELS") or "6.1,6.12")
     parser.add_argument("--gdb", default=os.environ.get("GDB") or "gdb")
     parser.add_argument("--samples", type=int, default=200, help="per command and side")
+    parser.add_argument("--per-turn", type=int, default=PER_TURN,
+                        help="samples of each command per turn (fewer: the sides alternate "
+                             "more often, at the cost of more attaches)")
     parser.add_argument("--rev", help="the plugin as committed in REV instead of the working tree")
     parser.add_argument("--baseline", metavar="REV", help="also the plugin at REV, a third side")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile 25 × (stepi, bt) in each plugin's gdb after the rounds")
+    parser.add_argument("--render", nargs="+", metavar="JSON",
+                        help="only rewrite the .md of these results .json files")
     options = parser.parse_args(argv)
+    if options.render:
+        for name in options.render:
+            payload = json.loads(pathlib.Path(name).read_text())
+            payload["summary"] = summary(payload["result"])
+            pathlib.Path(name.removesuffix(".json") + ".md").write_text(markdown(payload))
+        return 0
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-bench-step-"))
     machine = machine_info(options.gdb)
     status = 0
