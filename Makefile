@@ -59,6 +59,12 @@ unit: setup
 bench: setup
 	$(VENV_PY) -m bench.run --kernels $(KERNELS) --gdb $(GDB) $(BENCH_ARGS)
 
+# What the plugin costs on every stop (stepi, next, bt, finish) next to plain gdb
+# (bench/step_cost.py); BENCH_ARGS="--baseline REV" adds the plugin at REV as a third side.
+.PHONY: bench-step
+bench-step: setup
+	$(VENV_PY) -m bench.step_cost --kernels $(KERNELS) --gdb $(GDB) $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv .venv-gdb18 .pytest_cache
 

@@ -35,3 +35,48 @@ class BenchTime(gdb.Command):
 
 
 BenchTime()
+
+
+# -- until the prompt ---------------------------------------------------------------------
+# A stop costs more than the command that made it: gdb's stop events and before_prompt
+# hooks (a plugin's, pwndbg's context display) run after the command returns. Python's
+# gdb.prompt_hook is called after every before_prompt listener, right before gdb shows
+# its prompt, so `bench-prompt` stops its clock there: what a user waits for.
+_pending: list[float] = []
+
+
+def _wrap_prompt_hook() -> None:
+    current = gdb.prompt_hook
+    if getattr(current, "_bench_timer", False):
+        return
+    previous = current
+
+    def hook(prompt):
+        result = previous(prompt) if callable(previous) else None
+        if _pending:
+            elapsed = time.perf_counter() - _pending.pop()
+            gdb.write(f"BENCH-TIME {elapsed:.6f} ok\n")
+        return result
+
+    hook._bench_timer = True
+    gdb.prompt_hook = hook
+
+
+class BenchPrompt(gdb.Command):
+    """bench-prompt COMMAND...: time COMMAND until gdb's next prompt (stop events and
+    prompt hooks included); its output is discarded."""
+
+    def __init__(self) -> None:
+        super().__init__("bench-prompt", gdb.COMMAND_MAINTENANCE)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        _wrap_prompt_hook()        # again each time: pwndbg may have set its own meanwhile
+        _pending[:] = [time.perf_counter()]
+        try:
+            gdb.execute(argument, to_string=True)
+        except gdb.error as exc:
+            _pending.clear()
+            gdb.write(f"BENCH-TIME 0 error: {exc}\n")
+
+
+BenchPrompt()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gdb
 
 from gdb_kprobe import arch
+from gdb_kprobe.engine import unwind
 from gdb_kprobe.target import context, symbols
 
 __all__ = ["arm", "disarm", "register"]
@@ -67,6 +68,8 @@ def arm() -> None:
         thread = gdb.selected_thread()
         if thread is None or thread.is_running() or not _is_kernel():
             return
+        # the caller as finish will see it: a kretprobe's real caller, not its trampoline
+        unwind.settle(gdb.selected_frame().level() + 1)
         frame = gdb.selected_frame()
         caller = frame.older()
         if caller is None:

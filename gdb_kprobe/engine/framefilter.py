@@ -6,6 +6,7 @@ from __future__ import annotations
 import gdb
 from gdb.FrameDecorator import FrameDecorator
 
+from gdb_kprobe import arch
 from gdb_kprobe.engine import unwind
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import frame_labels
@@ -32,6 +33,24 @@ def code_name(pc: int) -> str:
     return found.symbol if found else "??"
 
 
+def _unnamed_kernel_frame(limit: int = 256) -> bool:
+    """Is there a frame at kernel code gdb has no name for (asm entry code, a trampoline:
+    `?? ()` in gdb's own bt), which the filter names from the ELF symbols? The frames
+    are built already (settle(), or gdb's bt builds them anyway); the user-space end of
+    a syscall's stack (pc 0, or below the kernel half) is not ours to name."""
+    try:
+        frame = gdb.newest_frame()
+        for _ in range(limit):
+            if frame is None:
+                return False
+            if int(frame.pc()) >= arch.START_KERNEL_MAP and frame.name() is None:
+                return True
+            frame = frame.older()
+    except gdb.error:
+        pass
+    return False
+
+
 class _Marked(FrameDecorator):
     def __init__(self, base, label: str | None) -> None:
         super().__init__(base)
@@ -46,11 +65,31 @@ class _Marked(FrameDecorator):
 
 
 class KprobeFrameFilter:
+    """Labels the frames our unwinders explained. gdb asks `enabled` once per `bt` before
+    it prints: that builds the frames (settling kretprobe callers), and only when some
+    frame got a label does the filter take part. Otherwise gdb prints the backtrace
+    itself, as fast as without the plugin (a Python filter prints frame by frame through
+    FrameDecorator, several times slower)."""
+
     def __init__(self) -> None:
         self.name = "gdb-kprobe"
         self.priority = 100
-        self.enabled = True
+        self._enabled = True            # `disable frame-filter global gdb-kprobe`
         gdb.frame_filters[self.name] = self
+
+    @property
+    def enabled(self) -> bool:
+        if not self._enabled:
+            return False
+        if unwind.enabled():
+            unwind.settle()
+            if frame_labels.any_made():
+                return True
+        return _unnamed_kernel_frame()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = bool(value)
 
     def filter(self, frames):
         for decorator in frames:

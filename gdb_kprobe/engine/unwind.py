@@ -12,31 +12,36 @@ handlers run (past the int3), so addr is shown.
 
 Return probes. A kretprobe's rethook replaces the return address with
 arch_rethook_trampoline and keeps the real one in a rethook_node on the task
-(`task->rethooks`: ret_addr, and frame = the address of the return slot). For a
-frame of a function with such a node, the caller is ret_addr with %rsp = frame+8;
-callee-saved registers come from the pushes the prologue made by that PC.
+(`task->rethooks`: ret_addr, and frame = the address of the return slot). gdb's own
+unwinder then gives the hijacked function a caller at arch_rethook_trampoline; we meet
+that frame (its PC is the trampoline), look up the node whose return slot it came from,
+and remember the slot with the caller's registers gdb restored (exact: from the CFI).
+The frames are then built again, and the hijacked function's frame gets the real
+caller (ret_addr) instead of the trampoline (`settle()`; the frame filter, finish,
+pwndbg's pane and the next prompt call it).
+
+Cost. gdb asks the unwinders about every frame of every stop (stepi builds two or
+three), so an ordinary frame costs one range test of its PC: the kernel image's
+entry code and the trampoline are known from the ELF symbols at the first stop; code
+outside the image (modules, and the ftrace trampolines and optprobe detour buffers
+the kernel allocates at run time) is looked at once per PC and stop, and not at all
+when gdb has symbols for it (a module loaded with kp-modules --load).
 
 `set kp-unwind off` turns both off (to see gdb's own, broken, backtrace).
 """
 from __future__ import annotations
 
-import struct
-
 import gdb
 import gdb.unwinder
 
 from gdb_kprobe import arch, options
-from gdb_kprobe.analysis import prologue
+from gdb_kprobe.engine import code_map
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
-from gdb_kprobe.target import cache, context, disasm, frame_labels, layouts, memory, symbols
+from gdb_kprobe.target import cache, context, frame_labels, layouts, memory, symbols
 
-__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled"]
-
-ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
-                 "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
-
+__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle"]
 
 class FrameId:
     """gdb 13 wants gdb.Value attributes (gdb 14+ also has gdb.unwinder.FrameId)."""
@@ -50,25 +55,19 @@ def _reg(pending, name: str) -> int:
     return arch.u64(int(pending.read_register(name)))
 
 
-def _entry_kind(pc: int) -> str | None:
-    """Is pc the return address of an entry path's call into C code?"""
-    table = symbols.kernel()
-    found = table.lookup(pc) if symbols.in_kernel_image(pc) else None
-    if found and found[0] == "asm_exc_int3":
-        return "int3"
-    if found and found[0].startswith("ftrace_regs_caller"):
-        return "ftrace"
-    if found is not None:
-        return None
-    try:
-        before = memory.read(pc - 5, 5)           # dynamically allocated code: look at the call
-    except KpError:
-        return None
-    if before[0] != arch.CALL32:
-        return None
-    callee = arch.u64(pc + struct.unpack("<i", before[1:])[0])
-    name = table.lookup(callee)
-    return ENTRY_CALLEES.get(name[0]) if name and name[1] == 0 else None
+# What this stop taught us; frames are built before the stop event and until the target
+# runs again, so this lives as the frame labels do (cache.RESUME).
+_hijacked: dict[int, tuple[int, int, dict[str, int]]] = {}
+# ^ return slot → (function start, ret_addr, the caller's callee-saved registers)
+_state = {"rebuild": False}
+
+
+def _forget_stop() -> None:
+    _hijacked.clear()
+    _state["rebuild"] = False
+
+
+cache.register(_forget_stop, *cache.RESUME)
 
 
 def _pt_regs(address: int) -> dict[str, int] | None:
@@ -103,11 +102,22 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
 
     def _unwind(self, pending):
         pc = _reg(pending, "rip")
-        sp = _reg(pending, "rsp")
-        kind = _entry_kind(pc)
+        codes = code_map.kernel_code()
+        if codes.image[0] <= pc < codes.image[1]:
+            kind = codes.entry_kind(pc)
+            if kind is not None:
+                return self._from_pt_regs(pending, pc, _reg(pending, "rsp"), kind)
+            if pc == codes.trampoline:
+                return self._from_trampoline(pending, pc, _reg(pending, "rsp"))
+            if not _hijacked:
+                return None            # an ordinary frame: nothing read, nothing looked up
+            return self._from_rethook(pending, pc, _reg(pending, "rsp"))
+        kind = code_map.outside_entry_kind(pc)
         if kind is not None:
-            return self._from_pt_regs(pending, pc, sp, kind)
-        return self._from_rethook(pending, pc, sp)
+            return self._from_pt_regs(pending, pc, _reg(pending, "rsp"), kind)
+        if _hijacked:
+            return self._from_rethook(pending, pc, _reg(pending, "rsp"))
+        return None
 
     def _from_pt_regs(self, pending, pc: int, sp: int, kind: str):
         regs = _pt_regs(sp)
@@ -126,40 +136,46 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         frame_labels.put(regs["sp"], regs["ip"], f"[probed at {where or hex(probed)}]")
         return info
 
-    def _from_rethook(self, pending, pc: int, sp: int):
-        trampoline = symbols.kernel().address_of("arch_rethook_trampoline")
-        if trampoline is None or not _on_stack(sp, trampoline):
-            return None                # cheap test first: most frames have no kretprobe
-        node = _rethook_node_for(pc, sp, trampoline)
+    def _from_trampoline(self, pending, pc: int, sp: int):
+        """A frame at arch_rethook_trampoline: gdb unwound a function whose return address
+        a kretprobe took. Its caller is the node's ret_addr; remember the slot so that
+        the frames built again give that function the real caller directly."""
+        slot = sp - 8                  # the callee's `ret` popped the slot
+        node = _rethook_node(slot, pc)
         if node is None:
             return None
-        frame_slot, ret_addr = node
-        cfa = frame_slot + 8
-        info = pending.create_unwind_info(FrameId(pending, cfa, _function_start(pc)))
+        function, ret_addr = node
+        saved = {register: _reg(pending, register) for register in arch.CALLEE_SAVED}
+        if slot not in _hijacked:
+            _hijacked[slot] = (function, ret_addr, saved)
+            _state["rebuild"] = True
+        info = pending.create_unwind_info(FrameId(pending, sp, pc))
+        info.add_saved_register("rip", _value(pending, "rip", ret_addr))
+        info.add_saved_register("rsp", _value(pending, "rsp", sp))
+        for register, value in saved.items():
+            info.add_saved_register(register, _value(pending, register, value))
+        frame_labels.put(sp, pc, "<kretprobe: returns to "
+                                 f"{Symbolizer().lookup(ret_addr) or hex(ret_addr)}>")
+        return info
+
+    def _from_rethook(self, pending, pc: int, sp: int):
+        """A frame of a function whose return slot a kretprobe took (met at this stop)."""
+        function = _function_start(pc)
+        slots = [slot for slot, (start, _ret, _regs) in _hijacked.items()
+                 if start == function and slot >= sp]
+        if not slots:
+            return None
+        slot = min(slots)
+        _start, ret_addr, saved = _hijacked[slot]
+        cfa = slot + 8
+        info = pending.create_unwind_info(FrameId(pending, cfa, function))
         info.add_saved_register("rip", _value(pending, "rip", ret_addr))
         info.add_saved_register("rsp", _value(pending, "rsp", cfa))
-        saved = _saved_by_prologue(pc, cfa)
-        for register in arch.CALLEE_SAVED:
-            value = saved.get(register)
-            if value is None:
-                value = _reg(pending, register)
+        for register, value in saved.items():
             info.add_saved_register(register, _value(pending, register, value))
         frame_labels.put(cfa, ret_addr, "<kretprobe: return address restored from rethook "
                                         "(was arch_rethook_trampoline)>")
         return info
-
-
-STACK_SCAN = 1024                      # more than any kernel function's frame
-
-
-def _on_stack(sp: int, trampoline: int) -> bool:
-    """Is the trampoline's address in the stack just above sp (where this frame's return
-    slot is)? One read; saves the task and rethook walk on ordinary frames."""
-    try:
-        data = memory.read(sp, STACK_SCAN)
-    except KpError:
-        return True                    # cannot tell: take the slow, exact path
-    return trampoline.to_bytes(8, "little") in data
 
 
 def _value(pending, register: str, value: int) -> gdb.Value:
@@ -171,8 +187,8 @@ def _function_start(pc: int) -> int:
     return pc - found.offset if found else pc
 
 
-def _rethook_node_for(pc: int, sp: int, trampoline: int) -> tuple[int, int] | None:
-    """(frame slot, ret_addr) of the current task's rethook node for this frame."""
+def _rethook_node(slot: int, trampoline: int) -> tuple[int, int] | None:
+    """(function start, ret_addr) of the current task's rethook node for this return slot."""
     task = sched.current_task(context.current_cpu())
     if not task:
         return None
@@ -181,24 +197,21 @@ def _rethook_node_for(pc: int, sp: int, trampoline: int) -> tuple[int, int] | No
     # with CONFIG_RETHOOK; without it kretprobes keep no per-task list we can read
     if not task_layout.has_field("rethooks"):
         return None
+    if memory.read_u64(slot) != trampoline:
+        return None
     node_layout = layouts.layout("struct rethook_node")
     llist_offset = node_layout.offset("llist")
-    first = memory.read_u64(task + task_layout.offset("rethooks"))
-    function = _function_start(pc)
-    best = None
+    node = memory.read_u64(task + task_layout.offset("rethooks"))
     seen = 0
-    node = first
     while node and seen < 256:
         seen += 1
         address = node - llist_offset
         view = node_layout.view(memory.read(address, node_layout.size), address)
-        frame_slot = view.int("frame")
-        if frame_slot >= sp and memory.read_u64(frame_slot) == trampoline \
-                and _node_function(view) == function:
-            if best is None or frame_slot < best[0]:
-                best = (frame_slot, view.int("ret_addr"))
+        if view.int("frame") == slot:
+            function = _node_function(view)
+            return (function, view.int("ret_addr")) if function is not None else None
         node = view.ptr("llist.next")
-    return best
+    return None
 
 
 def _node_function(view: layouts.View) -> int | None:
@@ -212,51 +225,38 @@ def _node_function(view: layouts.View) -> int | None:
     return _function_start(addr)
 
 
-# Pushes made by each function's prologue, by PC offset. Disassembling needs gdb
-# commands, which must not run inside an unwinder (gdb is in the middle of building
-# frames), so a function met during unwinding is analysed right before the next prompt
-# and the frames are rebuilt; until then its callee-saved registers pass through.
-_pushes: dict[int, list[tuple[int, str]]] = {}       # function start → [(insn end, register)]
-_wanted: set[int] = set()
-cache.register(_pushes.clear, *cache.OBJFILE)
-
-
-def _saved_by_prologue(pc: int, cfa: int) -> dict[str, int]:
-    """Callee-saved registers the function pushed before pc: the i-th push is at
-    CFA-16-8i (the return address is at CFA-8)."""
-    start = _function_start(pc)
-    pushes = _pushes.get(start)
-    if pushes is None:
-        _wanted.add(start)
-        return {}
-    saved = {}
-    done = [register for end, register in pushes if end <= pc]
-    for index, register in enumerate(done):
-        if register in arch.CALLEE_SAVED:
-            saved[register] = memory.read_u64(cfa - 16 - 8 * index)
-    return saved
-
-
-def _analyse_wanted(*_args) -> None:
-    if not _wanted:
+def settle(depth: int | None = None) -> None:
+    """Build the frames (all of them, or the `depth` newest) and, when that met a rethook
+    trampoline, build them again so that the hijacked frame gets its real caller. Call it
+    before showing frames beyond the newest (bt, finish, pwndbg's pane). Without
+    kretprobes on the stack this is the unwinding gdb does anyway, nothing more."""
+    if not enabled():
         return
-    for start in list(_wanted):
-        _wanted.discard(start)
-        try:
-            found = Symbolizer().lookup(start)
-            end = start + (found.size if found and found.size else 0x200)
-            insns = disasm.original(start, count=None, end=end) or disasm.live(start, None, end)
-            facts, _ = prologue.analyse(insns, end)
-            pushed = []
-            remaining = list(facts.pushes)
-            for insn in insns:
-                asm = " ".join(insn.asm.split())
-                if remaining and asm in (f"push %{remaining[0]}", f"pushq %{remaining[0]}"):
-                    pushed.append((insn.address + len(insn.raw), remaining.pop(0)))
-            _pushes[start] = pushed
-        except (KpError, gdb.error):
-            _pushes[start] = []
-    _rebuild_frames()
+    for _ in range(2):
+        _walk(depth)
+        if not _state["rebuild"]:
+            return
+        _state["rebuild"] = False
+        _rebuild_frames()
+
+
+def _walk(depth: int | None) -> None:
+    try:
+        frame = gdb.newest_frame()
+        count = 0
+        while frame is not None and count < (depth if depth is not None else 256):
+            frame = frame.older()
+            count += 1
+    except gdb.error:                  # no frames (not attached), or the stack ends badly
+        pass
+
+
+def _on_prompt(*_args) -> None:
+    """Frames met a trampoline in a command that did not settle() (e.g. `up`): the next
+    command sees them rebuilt. Costs a flag test otherwise."""
+    if _state["rebuild"]:
+        _state["rebuild"] = False
+        _rebuild_frames()
 
 
 def _rebuild_frames() -> None:
@@ -283,18 +283,19 @@ _unwinder: KprobeUnwinder | None = None
 
 
 def register() -> None:
-    """Register the unwinder, and the prompt hook that analyses prologues it asked for."""
+    """Register the unwinder, and the prompt hook that rebuilds frames when asked to."""
     global _unwinder
     if _unwinder is None:
         _unwinder = KprobeUnwinder()
         gdb.unwinder.register_unwinder(None, _unwinder, replace=True)
-        gdb.events.before_prompt.connect(_analyse_wanted)
+        gdb.events.before_prompt.connect(_on_prompt)
 
 
 def set_enabled(enabled: bool) -> None:
     if _unwinder is not None:
         _unwinder.enabled = enabled
         frame_labels.clear()
+        _forget_stop()
         _rebuild_frames()
 
 

@@ -21,7 +21,8 @@ from typing import Callable
 
 import gdb
 
-from gdb_kprobe.engine import framefilter
+from gdb_kprobe.engine import framefilter, unwind
+from gdb_kprobe.target import frame_labels
 
 __all__ = ["hook", "add_labels"]
 
@@ -44,6 +45,10 @@ def hook(context_module, note: Callable[[str], None]) -> bool:
 
     @functools.wraps(original)      # pwndbg validates section names by __name__
     def labelled(*args, **kwargs):
+        try:
+            unwind.settle()             # kretprobe callers right before pwndbg reads frames
+        except Exception as exc:        # never break pwndbg's pane
+            note(f"frames not settled ({type(exc).__name__}: {exc})")
         lines = original(*args, **kwargs)
         try:
             return add_labels(lines)
@@ -59,7 +64,7 @@ def hook(context_module, note: Callable[[str], None]) -> bool:
 
 def add_labels(lines: list[str]) -> list[str]:
     """pwndbg's backtrace lines with our labels appended to the frames that have one."""
-    labelled = _labelled_frames()
+    labelled = _labelled_frames() if frame_labels.any_made() else {}
     if not labelled:
         return lines
     out = []

@@ -10,7 +10,7 @@ import gdb
 from gdb_kprobe import arch
 from gdb_kprobe.target import cache
 
-__all__ = ["put", "get", "clear", "key_of"]
+__all__ = ["put", "get", "clear", "key_of", "any_made"]
 
 _labels: dict[tuple[int, int], str] = {}
 cache.register(_labels.clear, *cache.RESUME)
@@ -22,6 +22,12 @@ def put(sp: int, pc: int, label: str) -> None:
 
 def get(key: tuple[int, int]) -> str | None:
     return _labels.get(key)
+
+
+def any_made() -> bool:
+    """Did the unwinder label any frame built since the target last ran? (Without a label
+    the frame filter stays out of `bt`'s way.)"""
+    return bool(_labels)
 
 
 def clear() -> None:
