@@ -112,13 +112,12 @@ def relay_times(lab: Lab, relay: Relay, tools: Tools, expected: str, n: int,
         session.close()
 
 
-def lower_bound(sizes: dict[str, int], events: list[Event]) -> dict[str, Any]:
+def lower_bound(sizes: dict[str, int], events: list[Event], n: int) -> dict[str, Any]:
     """The bytes kp-list must read at all (its "bytes read / lower bound"): every hlist
     head of kprobe_table; per struct kprobe on a hash list (one per probed function) its
     next link and the fields a row shows (addr, flags, pre_handler: the kind); per
     aggregate its child list's head; per child its list link and the same fields. Symbol
     names cost nothing: kp-list takes them from the vmlinux, like kallsyms in the guest."""
-    n = len(events)
     aggregates = event_mix(events)["aggregated_functions"]   # functions with a second event
     row = sizes["link"] + sizes["addr"] + sizes["flags"] + sizes["pre_handler"]
     total = sizes["kprobe_table"] + (n - aggregates) * row + aggregates * sizes["link"] + \
@@ -143,7 +142,12 @@ def boot(kernel: str, lab: Lab, events: list[Event], result: dict[str, Any]
         result["register_late_s"] = register_late(guest, events)
     except LabError as exc:
         raise BenchError(f"{kernel} N={n}: registering the events failed: {exc}") from None
-    expected = guest.settled(f"cat {LIST}")
+    expected = guest.settled(f"cat {LIST}", attempts=40)
+    if result["register_late_s"] is not None:
+        # registered unverified: N is what took (the plan's few refusals are recorded)
+        result["planned_n"] = n
+        result["refused"] = guest.run("cat /tmp/bench.failed").splitlines()[:20]
+        n = len(expected.splitlines())
     if len(expected.splitlines()) != n:
         raise BenchError(f"{kernel} N={n}: debugfs lists {len(expected.splitlines())} probes")
     return guest, expected
@@ -164,6 +168,7 @@ def measure(kernel: str, events: list[Event], links: list[Link], tools: Tools,
     relay: Relay | None = None
     try:
         guest, expected = boot(kernel, lab, events, result)
+        n = result["n"] = len(expected.splitlines())
         result["boot_s"] = round(time.monotonic() - booted, 2)
         result["floor"] = guest_floor(guest)
         checks: dict[str, list[str]] = {}
@@ -172,7 +177,7 @@ def measure(kernel: str, events: list[Event], links: list[Link], tools: Tools,
         field_sizes: dict[str, int] = {}
         result["delays"], result["serial"] = relay_times(lab, relay, tools, expected, n, links,
                                                          checks, field_sizes)
-        result["lower_bound"] = lower_bound(field_sizes, events)
+        result["lower_bound"] = lower_bound(field_sizes, events, n)
         after = guest.settled(f"cat {LIST}")       # the guest runs again once gdb detached
         if after != expected:
             checks["debugfs changed during the run"] = diff_summary(expected, after)

@@ -45,6 +45,8 @@ def push_lines(guest: Guest, path: str, lines: list[str], chunk: int = 80) -> No
 # 3,000 armed, growing with their number. Past this many functions the trial enabling is
 # skipped; the measured boot's own enabling (1 in 3) then stops a run on a bad function.
 ENABLE_CHECK_MAX = 2000
+# Past this many functions none are tried before the measured boot (see discover_functions)
+TRIAL_MAX = 2000
 # More events than this are registered once the guest is up, not by /init: the lab's boot
 # timeout (90 s) does not cover 10,000 registrations (~2 minutes, enabling more).
 AT_BOOT_MAX = 2000
@@ -72,6 +74,11 @@ def discover_functions(kernel: str, need: int, workdir: pathlib.Path) -> list[st
         step = max(1, total // (need * 4))
         sampled = guest.run(f"awk 'NR % {step} == 0' /tmp/cand", timeout=120).split()
         tries = [name for name in sampled if name in clean][: need + need // 3 + 20]
+        if need > TRIAL_MAX:
+            # 13,000 trial registrations take half an hour on a loaded host (a linear
+            # search of the dynamic events per registration); the measured boot registers
+            # these unverified and counts what took (register_late)
+            return tries[:need]
         push_lines(guest, "/tmp/try", tries)
         # ~11 ms a registration in TCG: 10,000 functions take ~5 minutes
         out = guest.run(
@@ -137,7 +144,8 @@ def register_late(guest: Guest, events: list[Event]) -> float | None:
         quoted = " ".join(f"'{line}'" for line in lines[start:start + 40])
         guest.run(f"printf '%s\\n' {quoted} >> {path}")
     started = time.monotonic()
-    guest.run(f"kp-scenario {path}", timeout=3600)
+    # unverified functions (TRIAL_MAX): a few may refuse a probe; the run counts what took
+    guest.run(f"kp-scenario {path} 2>/tmp/bench.failed", timeout=3600, check=False)
     return round(time.monotonic() - started, 1)
 
 
