@@ -185,10 +185,8 @@ def measure(kernel: str, events: list[Event], links: list[Link], tools: Tools,
         result["checks"] = checks
         result["correct"] = not checks
         if baseline is not None:
-            relay.set_link(Link("tcp0", 0.0))
-            delays = [link.delay_ms for link in links if not link.bytes_per_s]
             result["side_by_side"] = side_by_side(lab, relay, tools, baseline, expected, n,
-                                                  delays)
+                                                  links)
         result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         return result
     finally:

@@ -138,7 +138,8 @@ def comparison_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
         if compared is None:
             continue
         links = [("direct", compared["direct"])]
-        links += [(f"relay {delay} ms", commands) for delay, commands in compared["delays"].items()]
+        links += [(f"relay {key} ms" if key[0].isdigit() else key, commands)
+                  for key, commands in compared["delays"].items()]
         for link, commands in links:
             for command in COMPARED:
                 base, cand = (commands[command][side] for side in SIDES)

@@ -7,14 +7,15 @@ Over a gdbstub link a memory read costs about
 (the reply carries each byte as two hex digits). On fast TCP the round trip dominates
 and 2 KiB blocks, which serve the neighbours of a kernel object from the same read, win;
 over kgdb on a 115200-baud serial line (~11.5 KB/s) every byte counts and the exact
-small reads win. `auto` learns both terms from the reads it makes (`LinkFit`: a weighted
-least-squares line through each remote read's size and time) and replays the reads the
+small reads win. `auto` learns both terms from the reads it makes (`LinkFit`: a line
+through the median times of recent small and large remote reads) and replays the reads the
 commands asked for at this stop and the previous one (`ReadPolicy`) at each candidate
 block size, keeping the one with the least expected time. A number forces a block size
 (0 or 1: exact reads). Plain Python: unit-tested with fake timings, no gdb.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 __all__ = ["MAX_BLOCK", "BLOCK_SIZES", "PACKET_OVERHEAD", "wire_bytes", "parse_setting",
@@ -24,7 +25,8 @@ MAX_BLOCK = 2048            # what QEMU's gdbstub serves in one `m` packet; neve
 BLOCK_SIZES = (0, 64, 128, 256, 512, 1024, 2048)        # 0: exact reads
 # `$m<16 hex>,<len>#cs` out, `$<hex>#cs` back, two acks: what a read costs beyond its data
 PACKET_OVERHEAD = 32
-SIMULATED_NEEDS = 4096       # reads replayed per choice: enough to see the pattern, cheap
+NEAR = 1.15                  # expected times this close count as a tie
+SIMULATED_NEEDS = 2048       # reads replayed per choice: enough to see the pattern, cheap
 
 
 def wire_bytes(size: int) -> int:
@@ -50,69 +52,68 @@ def parse_setting(text: str) -> int | None:
 
 
 class LinkFit:
-    """time = rtt + per_byte * wire_bytes, fitted to timed reads, the recent ones weighing
-    most (each new read multiplies the older weights by DECAY): when the link changes, the
-    fit follows within a few dozen reads."""
+    """time = rtt + per_byte * wire_bytes, through two points: the median time of the
+    recent small reads (at most 256 bytes) and of the recent large ones (1 KiB or more).
 
-    DECAY = 0.97
-    MIN_SPREAD = 512.0 ** 2      # weighted spread of wire sizes below which the slope is noise
-    SURPRISE = 3.0               # a read this many times off the line is noise, or a new link
-    NEW_LINK = 3                 # ... when this many come in a row: start the fit afresh
+    Medians, not least squares: on a loaded host a read now and then takes ten times its
+    due (the guest's TCG and gdb share the cores), and a squared error lets a few such
+    reads tilt the line, then pick exact reads on a link where blocks are 4x faster. The
+    windows are short (WINDOW reads of each kind), so a new link shows within a command.
+    """
+
+    WINDOW = 15
+    SMALL, LARGE = 256, 1024
+    LEAST = 3                    # reads of each kind before a fit: the first read after
+    #                              attaching also pays gdb's own start-up, a median of 3 not
 
     def __init__(self) -> None:
-        self._reset()
+        self.small: collections.deque[tuple[int, float]] = collections.deque(maxlen=self.WINDOW)
+        self.large: collections.deque[tuple[int, float]] = collections.deque(maxlen=self.WINDOW)
         self.samples = 0
-
-    def _reset(self) -> None:
-        self.weight = self.sx = self.sy = self.sxx = self.sxy = 0.0
-        self.small_weight = 0.0      # weight of reads of at most 64 bytes
-        self._surprises: list[tuple[int, float]] = []
+        self._since_small = 0
+        self._estimate: tuple[float, float] | None = None
+        self._fresh = True           # _estimate is up to date
 
     def add(self, size: int, seconds: float) -> None:
-        """One timed read. A read far off the fitted line is held back (a host hiccup);
-        NEW_LINK of them in a row mean the link changed: the fit restarts from them."""
+        """One timed read (sizes between the two kinds say nothing the ends do not)."""
         self.samples += 1
-        estimate = self.estimate()
-        if estimate is not None:
-            predicted = estimate[0] + estimate[1] * wire_bytes(size)
-            if not predicted / self.SURPRISE <= seconds <= predicted * self.SURPRISE:
-                self._surprises.append((size, seconds))
-                if len(self._surprises) < self.NEW_LINK:
-                    return
-                held = self._surprises
-                self._reset()
-                for old_size, old_seconds in held:
-                    self._add(old_size, old_seconds)
-                return
-        self._surprises = []
-        self._add(size, seconds)
-
-    def _add(self, size: int, seconds: float) -> None:
-        x = float(wire_bytes(size))
-        d = self.DECAY
-        self.weight = self.weight * d + 1
-        self.sx = self.sx * d + x
-        self.sy = self.sy * d + seconds
-        self.sxx = self.sxx * d + x * x
-        self.sxy = self.sxy * d + x * seconds
-        self.small_weight = self.small_weight * d + (1 if size <= 64 else 0)
-
-    def spread(self) -> float:
-        return self.sxx - self.sx * self.sx / self.weight if self.weight else 0.0
+        self._since_small += 1
+        self._fresh = False
+        if size <= self.SMALL:
+            self.small.append((wire_bytes(size), seconds))
+            self._since_small = 0
+        elif size >= self.LARGE:
+            self.large.append((wire_bytes(size), seconds))
 
     def estimate(self) -> tuple[float, float] | None:
-        """(rtt seconds, seconds per wire byte), or None while the reads seen so far are all
-        about one size (rtt and throughput cannot be told apart yet)."""
-        spread = self.spread()
-        if self.weight < 1.5 or spread < self.MIN_SPREAD:
+        """(rtt seconds, seconds per wire byte), or None until LEAST reads of each kind
+        were timed (rtt and throughput cannot be told apart from one size)."""
+        if not self._fresh:
+            self._estimate = self._fit()
+            self._fresh = True
+        return self._estimate
+
+    def _fit(self) -> tuple[float, float] | None:
+        if len(self.small) < self.LEAST or len(self.large) < self.LEAST:
             return None
-        per_byte = max(0.0, (self.sxy - self.sx * self.sy / self.weight) / spread)
-        rtt = max(0.0, (self.sy - per_byte * self.sx) / self.weight)
-        return rtt, per_byte
+        small_x, small_t = _medians(self.small)
+        large_x, large_t = _medians(self.large)
+        per_byte = max(0.0, (large_t - small_t) / (large_x - small_x))
+        return max(0.0, small_t - per_byte * small_x), per_byte
 
     def wants_small_read(self) -> bool:
-        """No recent small read to anchor the fit: the next small need should go exact."""
-        return self.small_weight < 0.5
+        """No small read timed lately: the next small need should go exact."""
+        return len(self.small) < self.LEAST or self._since_small > 4 * self.WINDOW
+
+
+def _medians(samples: collections.deque[tuple[int, float]]) -> tuple[float, float]:
+    return _median([x for x, _ in samples]), _median([t for _, t in samples])
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)             # (statistics.median costs 5x this, per read)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 @dataclasses.dataclass
@@ -160,11 +161,11 @@ class ReadPolicy:
         if estimate is None:
             # learning the link: a small read exact, the rest in full blocks, until the
             # reads span sizes enough to tell the round trip from the bytes
-            return 0 if size <= 64 and self.fit.wants_small_read() else MAX_BLOCK
+            return 0 if size <= LinkFit.SMALL and self.fit.wants_small_read() else MAX_BLOCK
         if self._choice is None or self._stale():
             self._choice = self.choose(estimate)
             self._chosen_at = len(self.current)
-        if self._choice.block and size <= 64 and self.fit.wants_small_read():
+        if self._choice.block and size <= LinkFit.SMALL and self.fit.wants_small_read():
             return 0             # keep one small read in the fit's window now and then
         return self._choice.block
 
@@ -181,8 +182,15 @@ class ReadPolicy:
                  for block in BLOCK_SIZES}
         if not needs:                    # nothing to go by yet: what a fast link wants
             return Choice(MAX_BLOCK, costs)
-        # on a tie the fewer bytes (a block that serves nothing more is an exact read)
-        best = min(BLOCK_SIZES, key=lambda block: (costs[block], block))
+        least = min(costs.values())
+        rtt, per_byte = estimate
+        if rtt >= per_byte * wire_bytes(MAX_BLOCK):
+            # the round trip dominates: within NEAR of the least, the largest block (the
+            # fit is noisy on a loaded host, and a block costs ~ an exact read here)
+            best = max(block for block in BLOCK_SIZES if costs[block] <= least * NEAR)
+        else:
+            # bytes count: the least, and on a tie the fewer bytes
+            best = min(BLOCK_SIZES, key=lambda block: (costs[block], block))
         return Choice(best, costs)
 
     def describe(self) -> str:
@@ -205,31 +213,22 @@ def expected_time(needs: list[tuple[int, int]], block: int, rtt: float,
                   per_byte: float) -> float:
     """Seconds to serve `needs` (in order, from an empty cache) with reads of `block`
     bytes as target/memory.py makes them (0: each distinct need read exactly)."""
-    def cost(size: int) -> float:
-        return rtt + per_byte * wire_bytes(size)
-
     exact: set[tuple[int, int]] = set()
     blocks: set[int] = set()
-    total = 0.0
     for address, size in needs:
-        first = address // block if block else 0
-        last = (address + size - 1) // block if block else 0
-        if block and first == last:
-            if first not in blocks:
+        if block:
+            first = address // block
+            last = (address + size - 1) // block
+            if first == last:
                 blocks.add(first)
-                total += cost(block)
-            continue
-        if block and last == first + 1 and size <= block and (first in blocks or
-                                                              last in blocks):
-            # a straddling read takes the missing neighbour of a cached block
-            if not (first in blocks and last in blocks):
+                continue
+            if last == first + 1 and size <= block and (first in blocks or last in blocks):
+                # a straddling read takes the missing neighbour of a cached block
                 blocks.update((first, last))
-                total += cost(block)
-            continue
-        if (address, size) not in exact:
-            exact.add((address, size))
-            total += cost(size)
-    return total
+                continue
+        exact.add((address, size))
+    return (len(blocks) * (rtt + per_byte * wire_bytes(block))
+            + sum(rtt + per_byte * wire_bytes(size) for _, size in exact))
 
 
 policy = ReadPolicy()
