@@ -25,6 +25,9 @@ MAX_BLOCK = 2048            # what QEMU's gdbstub serves in one `m` packet; neve
 BLOCK_SIZES = (0, 64, 128, 256, 512, 1024, 2048)        # 0: exact reads
 # `$m<16 hex>,<len>#cs` out, `$<hex>#cs` back, two acks: what a read costs beyond its data
 PACKET_OVERHEAD = 32
+# below this a full block's bytes are not worth saving: TCP, where the fit's per-byte term
+# is mostly the host's noise (kgdb at 115200 baud: 0.36 s a block; at 921600: 45 ms)
+BYTES_MATTER_S = 0.020
 NEAR = 1.15                  # expected times this close count as a tie
 SIMULATED_NEEDS = 2048       # reads replayed per choice: enough to see the pattern, cheap
 
@@ -73,6 +76,8 @@ class LinkFit:
         self._since_small = 0
         self._estimate: tuple[float, float] | None = None
         self._fresh = True           # _estimate is up to date
+        self._small_since_large = 0
+        self._small_then = 0.0       # the small reads' median when a large one came last
 
     def add(self, size: int, seconds: float) -> None:
         """One timed read (sizes between the two kinds say nothing the ends do not)."""
@@ -82,8 +87,18 @@ class LinkFit:
         if size <= self.SMALL:
             self.small.append((wire_bytes(size), seconds))
             self._since_small = 0
+            self._small_since_large += 1
+            if self._small_since_large == self.WINDOW and self.large and self._small_then:
+                # a window of small reads since the last large one, at another speed: the
+                # link changed under us (exact reads never refresh the large ones); drop
+                # them, so that the next reads measure blocks again
+                now = _median([t for _, t in self.small])
+                if not self._small_then / 3 <= now <= self._small_then * 3:
+                    self.large.clear()
         elif size >= self.LARGE:
             self.large.append((wire_bytes(size), seconds))
+            self._small_since_large = 0
+            self._small_then = _median([t for _, t in self.small]) if self.small else 0.0
 
     def estimate(self) -> tuple[float, float] | None:
         """(rtt seconds, seconds per wire byte), or None until LEAST reads of each kind
@@ -184,6 +199,10 @@ class ReadPolicy:
             return Choice(MAX_BLOCK, costs)
         least = min(costs.values())
         rtt, per_byte = estimate
+        if per_byte * wire_bytes(MAX_BLOCK) < BYTES_MATTER_S:
+            # a block's bytes cost less than the noise of a loaded host: on TCP the bench
+            # measured full blocks 2-5x faster than exact reads the fit preferred
+            return Choice(MAX_BLOCK, costs)
         if rtt >= per_byte * wire_bytes(MAX_BLOCK):
             # the round trip dominates: within NEAR of the least, the largest block (the
             # fit is noisy on a loaded host, and a block costs ~ an exact read here)

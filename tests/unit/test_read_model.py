@@ -168,3 +168,18 @@ def test_loopback_noise_keeps_blocks():
     for need in probe_walk(1000, stride=248, size=128):
         policy.need(*need)
     assert policy.block(128) == read_model.MAX_BLOCK
+
+
+def test_fast_link_keeps_blocks_whatever_the_noise_says():
+    # loopback on a loaded host: the fit says 6 MB/s, no round trip; blocks still win
+    policy = trained((0.0, 1 / 6e6), probe_walk(100))
+    assert policy.block(120) == read_model.MAX_BLOCK
+
+
+def test_a_faster_link_under_exact_reads_measures_blocks_again():
+    fit = LinkFit()
+    for size in (8, 2048) * 5:
+        fit.add(size, timed(SERIAL_115200, size))
+    for _ in range(LinkFit.WINDOW):                  # exact reads only, now on TCP
+        fit.add(8, timed(TCP_1MS, 8))
+    assert fit.estimate() is None                    # relearn: blocks get timed again
