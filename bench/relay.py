@@ -8,7 +8,12 @@
 
 Everything gdb sends is held back `delay_ms` before it reaches the stub, in order:
 with gdb waiting for each reply before its next request, that costs `delay_ms` per
-round trip, as a remote or serial link would. The stub's replies pass untouched.
+round trip, as a remote or serial link would. With `bytes_per_s` set the relay is also
+a serial line, in both directions: a unit of n bytes occupies its direction of the link
+for n / bytes_per_s seconds after the previous one has left (kgdb over kgdboc at 115200
+baud, 10 bits a byte, moves 11,520 bytes a second), so a 2 KiB `m` reply, 4 KiB of hex,
+takes ~0.36 s. Without it the stub's replies pass untouched. `LINKS` names the links the
+bench uses.
 At 0 ms gdb's bytes are forwarded by the thread that reads them, without a hand-off;
 even so the relay (Python threads) adds some tens of µs per round trip, so true 0 ms
 times are taken with gdb straight on the stub.
@@ -33,6 +38,39 @@ from typing import Any, Callable
 Outbox = queue.Queue[tuple[float, bytes, bool] | None]
 
 INTERRUPT = 0x03
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A link to imitate: a hold per gdb → stub packet and, for a serial line, a byte rate."""
+
+    name: str
+    delay_ms: float
+    bytes_per_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        if self.bytes_per_s is None:
+            return f"relay {self.delay_ms:g} ms"
+        return f"{self.name} ({self.bytes_per_s * 10:.0f} baud, +{self.delay_ms:g} ms/packet)"
+
+
+# serial: 10 bits a byte (start, 8 data, stop); 0.5 ms per packet for kgdb's own handling
+LINKS = {"tcp0": Link("tcp0", 0.0), "tcp1ms": Link("tcp1ms", 1.0),
+         "serial115200": Link("serial115200", 0.5, 115200 / 10),
+         "serial921600": Link("serial921600", 0.5, 921600 / 10)}
+
+
+def parse_link(text: str) -> Link:
+    """A link by name (`serial115200`) or a plain delay in ms (`1`: TCP with 1 ms)."""
+    if text in LINKS:
+        return LINKS[text]
+    try:
+        delay = float(text.removesuffix("ms"))
+    except ValueError:
+        raise ValueError(f"unknown link {text!r}; known: {', '.join(LINKS)} or a delay in ms") \
+            from None
+    return Link(f"tcp{delay:g}ms" if delay else "tcp0", delay)
 SPIN_S = 0.0003          # the last 0.3 ms of a hold are waited out in a yield loop
 
 
@@ -190,9 +228,13 @@ class Relay:
     """
 
     def __init__(self, upstream: tuple[str, int], delay_ms: float = 0.0,
-                 listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+                 listen: tuple[str, int] = ("127.0.0.1", 0),
+                 bytes_per_s: float | None = None) -> None:
         self.upstream = upstream
         self.delay_ms = delay_ms
+        self.bytes_per_s = bytes_per_s
+        self._up_free = 0.0           # when each direction of a serial link is free again
+        self._down_free = 0.0
         self._server = socket.create_server(listen)
         self.port: int = self._server.getsockname()[1]
         self._lock = threading.Lock()
@@ -211,6 +253,14 @@ class Relay:
     def set_delay(self, delay_ms: float) -> None:
         """Change the delay; call it while gdb is idle (not in the middle of a packet)."""
         self.delay_ms = delay_ms
+
+    def set_link(self, link: Link) -> None:
+        """Imitate `link` (delay and byte rate); call it while gdb is idle."""
+        self.delay_ms = link.delay_ms
+        self.bytes_per_s = link.bytes_per_s
+
+    def _wire_time(self, size: int) -> float:
+        return size / self.bytes_per_s if self.bytes_per_s else 0.0
 
     def reset(self) -> None:
         """Zero the counters (right before a measured command)."""
@@ -283,7 +333,7 @@ class Relay:
             with self._lock:
                 # no delay and nothing in flight: forward from here at once, sparing the
                 # 0 ms case a thread hand-off (order is kept: the deliverer is idle)
-                direct = self.delay_ms <= 0 and self._in_flight == 0
+                direct = self.delay_ms <= 0 and not self.bytes_per_s and self._in_flight == 0
             if direct:
                 try:
                     stub.sendall(data)
@@ -306,15 +356,12 @@ class Relay:
             if item is None:
                 break
             arrived, raw, is_packet = item
-            # due from arrival, so the thread hand-off is inside the delay, not added to it
-            due = arrived + self.delay_ms / 1000.0
-            # a sleep wakes 0.1 ms late or more on a loaded host: sleep short of the due
-            # time, then yield (sleep(0) releases the GIL) until it comes
-            wait = due - time.monotonic() - SPIN_S
-            if wait > 0:
-                time.sleep(wait)
-            while time.monotonic() < due:
-                time.sleep(0)
+            # due from arrival, so the thread hand-off is inside the delay, not added to it;
+            # on a serial line after its bytes have crossed, behind the unit before it
+            sent = max(arrived, self._up_free) + self._wire_time(len(raw))
+            self._up_free = sent
+            due = sent + (self.delay_ms / 1000.0 if is_packet or not self.bytes_per_s else 0)
+            _wait_until(due)
             try:
                 stub.sendall(raw)
             except OSError:
@@ -335,6 +382,11 @@ class Relay:
             data = _receive(stub)
             if not data:
                 break
+            if self.bytes_per_s:
+                # the reply's bytes cross the line one after another
+                self._down_free = max(time.monotonic(), self._down_free) + \
+                    self._wire_time(len(data))
+                _wait_until(self._down_free)
             try:
                 client.sendall(data)
             except OSError:
@@ -365,6 +417,16 @@ class Relay:
                 counters.memory_reads += 1
                 counters.memory_read_bytes += read[1]
                 counters.reads.append((arrived - self._epoch, read[0], read[1]))
+
+
+def _wait_until(due: float) -> None:
+    """A sleep wakes 0.1 ms late or more on a loaded host: sleep short of the due time,
+    then yield (sleep(0) releases the GIL) until it comes."""
+    wait = due - time.monotonic() - SPIN_S
+    if wait > 0:
+        time.sleep(wait)
+    while time.monotonic() < due:
+        time.sleep(0)
 
 
 def _receive(sock: socket.socket) -> bytes:

@@ -81,6 +81,75 @@ def hooks_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+LINKS_HEADER = ["kernel", "N", "link", "kp-list s", "kp-list reads", "kp-list bytes",
+                "bytes / lower bound", "naive s", "naive reads", "naive bytes", "naive/kp time",
+                "kp-list -v s", "-v bytes", "kp-read-block auto chose"]
+
+
+def _link_entries(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    entries = [(f"relay {delay} ms", commands) for delay, commands in run["delays"].items()]
+    entries += [(commands["link"], commands) for commands in run.get("serial", {}).values()]
+    return entries
+
+
+def _chosen(policy: str) -> str:
+    """The tail of `show kp-read-block`: "link: ...; now exact reads"."""
+    text = policy.rstrip(".)").split("(", 1)[-1]
+    return text.replace("|", "/")
+
+
+def links_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
+    """Per N and link: kp-list and the naive walker, with the bytes read against the
+    bytes kp-list must read at all (run["lower_bound"])."""
+    rows = []
+    for run in runs:
+        bound = run.get("lower_bound", {}).get("bytes")
+        for link, commands in _link_entries(run):
+            kp, kpv, naive = (commands[c] for c in COMMANDS)
+            kp_bytes = kp["memory_read_bytes"]
+            rows.append([
+                kernel, str(run["n"]), link, f"{kp['median_s']:.3f}",
+                f"{statistics.median(kp['memory_reads']):g}", str(kp_bytes),
+                f"{kp_bytes / bound:.2f}" if bound else "",
+                f"{naive['median_s']:.3f}", f"{statistics.median(naive['memory_reads']):g}",
+                str(naive["memory_read_bytes"]), f"{naive['median_s'] / kp['median_s']:.1f}×",
+                f"{kpv['median_s']:.3f}", str(kpv["memory_read_bytes"]),
+                _chosen(commands.get("read_policy", ""))])
+    return rows
+
+
+# issue #19 (links and scale)
+LIMIT_BYTES_RATIO = 1.5
+SCALE_N, SCALE_TIME_S, SCALE_SPEEDUP = 10000, 0.5, 10.0
+
+
+def link_checks(kernel: str, runs: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """At 115200 baud kp-list no slower than the naive walker and within 1.5× of the bytes
+    it must read; at N=10,000 on loopback at most 0.5 s and 10× faster than naive."""
+    checks = []
+    for run in runs:
+        n, bound = run["n"], run.get("lower_bound", {}).get("bytes")
+        serial = run.get("serial", {}).get("serial115200")
+        if serial is not None:
+            kp, naive = serial["kp-list"]["median_s"], serial["naive-kp-list"]["median_s"]
+            checks.append((f"{kernel} N={n} kp-list no slower than naive at 115200 baud",
+                           kp <= naive, f"{kp:.3f} s vs {naive:.3f} s ({naive / kp:.2f}×)"))
+            if bound:
+                got = serial["kp-list"]["memory_read_bytes"]
+                checks.append((f"{kernel} N={n} kp-list bytes ≤ {LIMIT_BYTES_RATIO:g}× lower "
+                               "bound at 115200 baud", got <= LIMIT_BYTES_RATIO * bound,
+                               f"{got} B / {bound} B = {got / bound:.2f}×"))
+        if n >= SCALE_N:
+            direct = run["direct"]
+            kp, naive = direct["kp-list"]["median_s"], direct["naive-kp-list"]["median_s"]
+            checks.append((f"{kernel} N={n} kp-list ≤ {SCALE_TIME_S:g} s on loopback",
+                           kp <= SCALE_TIME_S, f"{kp:.3f} s straight on the stub"))
+            checks.append((f"{kernel} N={n} kp-list ≥ {SCALE_SPEEDUP:g}× faster than naive on "
+                           "loopback", naive >= SCALE_SPEEDUP * kp,
+                           f"{naive / kp:.1f}× ({naive:.3f} s vs {kp:.3f} s)"))
+    return checks
+
+
 def markdown_table(rows: list[list[str]], header: list[str] = HEADER) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -96,7 +165,8 @@ def comparison_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
         if compared is None:
             continue
         links = [("direct", compared["direct"])]
-        links += [(f"relay {delay} ms", commands) for delay, commands in compared["delays"].items()]
+        links += [(f"relay {key} ms" if key[0].isdigit() else key, commands)
+                  for key, commands in compared["delays"].items()]
         for link, commands in links:
             for command in COMPARED:
                 base, cand = (commands[command][side] for side in SIDES)
@@ -224,6 +294,18 @@ def render_markdown(payload: dict[str, Any]) -> str:
                   "same medians as above. Naming each probe's trace event reads what "
                   "`kp-list -v` reads (its struct trace_probe_event), so `kp-list -v` is "
                   "shown too.", "", markdown_table(hooks, HOOKS_HEADER)]
+    if any(run.get("serial") or run.get("lower_bound") for run in runs):
+        lines += ["## Per link", "",
+                  "Serial links are the relay as a serial line in both directions (10 bits a "
+                  "byte, plus a hold per gdb → stub packet); TCP links as above. Bytes are "
+                  "what the `m` reads asked for (the wire carries twice that in hex); the lower "
+                  "bound is what kp-list must read at all: "
+                  f"{runs[-1].get('lower_bound', {}).get('formula', '')}, with sizes from "
+                  "DWARF. `kp-read-block auto chose`: `show kp-read-block` after the last run "
+                  "on that link. Events registered after boot (N > 2000): "
+                  + "; ".join(f"N={run['n']}: {run['register_late_s']} s" for run in runs
+                              if run.get("register_late_s")) + ".", "",
+                  markdown_table(links_rows(kernel, runs), LINKS_HEADER)]
     if payload.get("baseline"):
         lines.append(comparison_section(payload))
     lines += ["## Targets", ""]
@@ -251,7 +333,7 @@ def write_results(kernel: str, machine: dict[str, Any], runs: list[dict[str, Any
     """The .json (everything) and the .md rendered from it; returns their common stem."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = results_stem(kernel)
-    checks = target_checks(kernel, runs)
+    checks = target_checks(kernel, runs) + link_checks(kernel, runs)
     if source != source_state(source.get("rev")):
         # others edited gdb_kprobe/ while this kernel was measured (use --rev HEAD)
         source = dict(source, changed_during_run=True)

@@ -105,6 +105,22 @@ class Session:
         labels[8].append("u64")
         return {size: " / ".join(names) for size, names in labels.items()}
 
+    def field_bytes(self) -> dict[str, int]:
+        """Sizes from the vmlinux's DWARF of what kp-list must read at all: the table of
+        hlist heads and, per struct kprobe, its link and the fields a row shows."""
+        sizes = {"kprobe_table": 8 * int(self.python_value(
+            "gdb.lookup_static_symbol('kprobe_table').type.sizeof // 8"))}
+        for field in ("addr", "flags", "pre_handler"):
+            sizes[field] = int(self.python_value(
+                f"gdb.lookup_type('struct kprobe')['{field}'].type.sizeof"))
+        sizes["link"] = int(self.python_value("gdb.lookup_type('struct hlist_node').sizeof"
+                                              " // 2"))
+        return sizes
+
+    def read_policy(self) -> str:
+        """What the plugin's `show kp-read-block` says (the link it fitted, the block)."""
+        return self.gdb.execute("show kp-read-block").strip()
+
     def profile(self, command: str, path: pathlib.Path) -> str:
         """cProfile of one command inside gdb, top functions by cumulative time."""
         script = self.workdir / "profile.py"

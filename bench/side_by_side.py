@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from bench.checks import output_problems
-from bench.relay import Relay
+from bench.relay import Link, Relay
 from bench.samples import Sample, exact_link, times_record
 from bench.session import Session, Tools, warm_up
 from qemu.lab import Lab
@@ -57,13 +57,14 @@ def one_turn(session: Session, relay: Relay | None, side: str, where: str, expec
         session.detach()
 
 
-def compare_on_link(sessions: dict[str, Session], relay: Relay | None, delay_ms: float | None,
+def compare_on_link(sessions: dict[str, Session], relay: Relay | None, link: Link | None,
                     repeat: int, expected: str, n: int,
                     checks: dict[str, list[str]]) -> dict[str, Any]:
-    """`repeat` rounds on one link (the relay at `delay_ms`, or the stub when None)."""
-    if relay is not None and delay_ms is not None:
-        relay.set_delay(delay_ms)
-    where = "without the relay" if relay is None else f"at {delay_ms:g} ms"
+    """`repeat` rounds on one link (the relay as `link`, or the stub when None)."""
+    delay_ms = link.delay_ms if link is not None else None
+    if relay is not None and link is not None:
+        relay.set_link(link)
+    where = "without the relay" if relay is None or link is None else f"on {link.label}"
     samples: Samples = {side: {command: [] for command in COMPARED} for side in SIDES}
     for _ in range(repeat):
         for side in SIDES:
@@ -75,7 +76,7 @@ def compare_on_link(sessions: dict[str, Session], relay: Relay | None, delay_ms:
 
 
 def side_by_side(lab: Lab, relay: Relay, candidate: Tools, baseline: Tools, expected: str,
-                 n: int, delays: list[float]) -> dict[str, Any]:
+                 n: int, links: list[Link]) -> dict[str, Any]:
     """Both plugins on every link; wrong outputs are listed in the result's "checks"."""
     tools = {"baseline": baseline, "candidate": candidate}
     sessions: dict[str, Session] = {}
@@ -92,9 +93,11 @@ def side_by_side(lab: Lab, relay: Relay, candidate: Tools, baseline: Tools, expe
                                         "command at a fresh stop, detach)",
             "direct": compare_on_link(sessions, None, None, candidate.repeat, expected, n,
                                       checks),
-            "delays": {f"{delay:g}": compare_on_link(sessions, relay, delay, candidate.repeat,
-                                                     expected, n, checks)
-                       for delay in delays}}
+            # TCP links by delay ("0", "1"), serial lines by name
+            "delays": {(link.name if link.bytes_per_s else f"{link.delay_ms:g}"):
+                       compare_on_link(sessions, relay, link, candidate.repeat, expected, n,
+                                       checks)
+                       for link in links}}
     finally:
         for session in sessions.values():
             session.close()

@@ -106,6 +106,7 @@ def fake_gdb(monkeypatch):
     fake.Parameter = type("Parameter", (), {"__init__": lambda self, *a, **k: None})
     for index, name in enumerate(("COMMAND_DATA", "COMMAND_USER", "COMMAND_MAINTENANCE",
                                   "COMMAND_SUPPORT", "COMMAND_STACK", "PARAM_BOOLEAN", "PARAM_ENUM",
+                                  "PARAM_STRING",
                                   "COMPLETE_NONE", "COMPLETE_SYMBOL", "COMPLETE_FILENAME")):
         setattr(fake, name, index)
     monkeypatch.setitem(sys.modules, "gdb", fake)

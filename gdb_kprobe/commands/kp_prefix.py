@@ -23,7 +23,8 @@ Commands:
 
 kp-list, kp-show, kp-locals and kp-check take --json (schemas: docs/json.md).
 
-Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off.
+Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off,
+set kp-read-block auto|N.
 
 Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines
 (set kp-unwind off to compare), and `finish` follows the task when it moves to another CPU.

@@ -1,4 +1,5 @@
-"""gdb settings of the plugin: `set kp-debug on|off`, `set kp-color`, `set kp-unwind`.
+"""gdb settings of the plugin: `set kp-debug on|off`, `set kp-color`, `set kp-unwind`,
+`set kp-read-block`.
 
 Each parameter writes its value into gdb_kprobe.options, which the layers below read
 without knowing about gdb parameters."""
@@ -9,6 +10,7 @@ import gdb
 from gdb_kprobe import options
 from gdb_kprobe.engine import unwind
 from gdb_kprobe.integration import pwndbg
+from gdb_kprobe.target import memory
 
 __all__ = ["register"]
 
@@ -71,9 +73,41 @@ class _UnwindParameter(gdb.Parameter):
         return f"kp-unwind is {value}."
 
 
+class _ReadBlockParameter(gdb.Parameter):
+    """How big kp-* commands' memory reads are: auto, or a block size in bytes.
+
+auto (the default) times each remote read, fits time = round trip + bytes / throughput
+(hex doubles the bytes on the wire), and reads what the commands ask for at the block
+size that minimises the expected time: 2 KiB blocks over fast TCP, where the round trip
+dominates; exact reads over kgdb on a serial line, which pays per byte.
+N forces aligned N-byte blocks (a power of two up to 4096); 0 or 1 means exact reads.
+`show kp-read-block` also says what auto has measured of the link."""
+
+    set_doc = "Set the size of kp-* memory reads (auto, or bytes; 0 or 1: exact reads)."
+    show_doc = "Show the size of kp-* memory reads and what auto measured of the link."
+
+    def __init__(self) -> None:
+        super().__init__("kp-read-block", gdb.COMMAND_DATA, gdb.PARAM_STRING)
+        self.value = options.current.read_block
+
+    def get_set_string(self) -> str:
+        text = str(self.value or "auto").strip().lower()
+        try:
+            memory.set_read_block(text)
+        except ValueError as exc:
+            self.value = options.current.read_block        # keep the setting in force
+            raise gdb.GdbError(f"{exc}; use `set kp-read-block auto|N`") from None
+        self.value = options.current.read_block = text
+        return ""
+
+    def get_show_string(self, value: str) -> str:
+        return f"kp-read-block is {value or 'auto'} ({memory.describe_reads()})."
+
+
 _registered: list[gdb.Parameter] = []
 
 
 def register() -> None:
     if not _registered:
-        _registered.extend((_DebugParameter(), _ColourParameter(), _UnwindParameter()))
+        _registered.extend((_DebugParameter(), _ColourParameter(), _UnwindParameter(),
+                            _ReadBlockParameter()))

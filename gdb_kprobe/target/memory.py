@@ -2,87 +2,121 @@
 
 Reads are cached until the target resumes (or memory is written, or objfiles change:
 cache.MEMORY), so a command that walks a table and then decodes the same objects again
-costs no extra packets over a slow gdbstub link. `stats` counts the reads that reached gdb.
+costs no extra packets over a slow gdbstub link. How big the reads to gdb are is
+`set kp-read-block auto|N` (target/read_model.py): aligned blocks that serve the
+neighbours of an object from one packet on a fast link, the exact bytes on a link that
+pays per byte (kgdb over a serial line). `stats` counts the reads that reached gdb.
 A core file is read through target/dump.py (which knows what a dump holds).
 """
 from __future__ import annotations
 
 import struct
+import time
 
 import gdb
 
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.target import cache, dump
+from gdb_kprobe.target import cache, dump, read_model
 
-__all__ = ["BLOCK", "stats", "read", "read_u64", "read_cstring", "read_slot"]
+__all__ = ["BLOCK", "stats", "read", "read_u64", "read_cstring", "read_slot", "set_read_block",
+           "describe_reads"]
 
 _cache: dict[tuple[int, int], bytes] = {}
-_bad_blocks: set[int] = set()      # blocks that failed to read at this stop (MMIO, holes)
+_bad_blocks: set[tuple[int, int]] = set()   # blocks that failed at this stop (MMIO, holes)
+_block_sizes: set[int] = set()              # block sizes cached at this stop
 stats = {"reads": 0, "bytes": 0}
+_policy = read_model.policy
 cache.register(_cache.clear, *cache.MEMORY)
 cache.register(_bad_blocks.clear, *cache.MEMORY)
+cache.register(_block_sizes.clear, *cache.MEMORY)
+cache.register(_policy.new_stop, *cache.MEMORY)
 is_canonical = arch.is_canonical
 
+BLOCK = read_model.MAX_BLOCK     # the largest block; never crosses a page
+PAGE = 4096
 
-BLOCK = 2048      # what QEMU's gdbstub serves in one `m` packet; never crosses a page
+
+def set_read_block(setting: str) -> None:
+    """`set kp-read-block`: "auto", or a block size (0 or 1: exact reads); ValueError when
+    it is neither."""
+    _policy.forced = read_model.parse_setting(setting)
+
+
+def describe_reads() -> str:
+    """The fitted link and the block size in use (for `show kp-read-block`)."""
+    return _policy.describe()
 
 
 def read(address: int, size: int) -> bytes:
     """Read `size` bytes of target memory; KpError with the address when unreadable.
 
-    Small reads are served from aligned 2 KiB blocks (one packet each, cached until the
-    target runs): kernel objects of one kind tend to sit together, so a walk over a
-    thousand probes costs a few hundred packets, not a thousand. A read straddling two
-    blocks takes the missing one when its neighbour is already cached (one packet either
-    way, and the block serves later reads); otherwise it is read exactly.
+    Served from a cached block when one holds the bytes; else read as the policy says:
+    the aligned block around them (one packet, cached until the target runs: kernel
+    objects of one kind tend to sit together, so on a fast link a walk over a thousand
+    probes costs a few hundred packets, not a thousand), or exactly. A read straddling
+    two blocks takes the missing one when its neighbour is already cached (one packet
+    either way, and the block serves later reads); otherwise it is read exactly.
     """
+    _policy.need(address, size)
     key = (address, size)
     data = _cache.get(key)
     if data is not None:
         return data
     if not is_canonical(address):
         raise KpError(f"non-canonical address {address:#x}")
-    first = address & ~(BLOCK - 1)
-    offset = address - first
-    if offset + size <= BLOCK:
-        chunk = _block(first)
-        if chunk is not None:
-            return chunk[offset: offset + size]
-    elif size <= BLOCK:
-        second = first + BLOCK
-        if (first, BLOCK) in _cache or (second, BLOCK) in _cache:
-            head, tail = _block(first), _block(second)
-            if head is not None and tail is not None:
-                return (head + tail)[offset: offset + size]
+    for cached in _block_sizes:
+        first = address & ~(cached - 1)
+        if address + size <= first + cached:
+            chunk = _cache.get((first, cached))
+            if chunk is not None:
+                return chunk[address - first: address - first + size]
+    block = _policy.block(size)
+    if block and size <= block:
+        first = address & ~(block - 1)
+        offset = address - first
+        if offset + size <= block:
+            chunk = _block(first, block)
+            if chunk is not None:
+                return chunk[offset: offset + size]
+        else:
+            second = first + block
+            if (first, block) in _cache or (second, block) in _cache:
+                head, tail = _block(first, block), _block(second, block)
+                if head is not None and tail is not None:
+                    return (head + tail)[offset: offset + size]
     data = _read_exact(address, size)
     _cache[key] = data
     return data
 
 
-def _block(address: int) -> bytes | None:
+def _block(address: int, block: int) -> bytes | None:
     """The aligned block at `address` (cached), or None when it cannot be read whole."""
-    chunk = _cache.get((address, BLOCK))
-    if chunk is not None or address in _bad_blocks:
+    chunk = _cache.get((address, block))
+    if chunk is not None or (address, block) in _bad_blocks:
         return chunk
     try:
-        chunk = _read_exact(address, BLOCK)
+        chunk = _read_exact(address, block)
     except KpError:
-        _bad_blocks.add(address)      # fall back to exact reads, without retrying the block
+        _bad_blocks.add((address, block))   # fall back to exact reads, without a retry
         return None
-    _cache[(address, BLOCK)] = chunk
+    _cache[(address, block)] = chunk
+    _block_sizes.add(block)
     return chunk
 
 
 def _read_exact(address: int, size: int) -> bytes:
     data = dump.read(address, size)      # None: not a dump gdb cannot read by itself
     if data is None:
+        started = time.perf_counter()
         try:
             data = bytes(gdb.selected_inferior().read_memory(address, size))
         except gdb.MemoryError as exc:
             raise KpError(f"cannot read {size} bytes at {address:#x}: {exc}") from None
         except gdb.error as exc:
             raise KpError(f"cannot read target memory at {address:#x}: {exc}") from None
+        # what the link charged for this read: the auto block size is fitted to it
+        _policy.observe(size, time.perf_counter() - started)
     stats["reads"] += 1
     stats["bytes"] += size
     return data
@@ -95,26 +129,34 @@ def read_u64(address: int) -> int:
 def read_cstring(address: int, limit: int = 256) -> str:
     """A NUL-terminated string of at most `limit` bytes.
 
-    Read block by block, stopping at the block holding the NUL: a short string near the
-    end of a block costs no packet for the next block (and is served from the cache when
-    its block was read already).
+    With blocks, read block by block, stopping at the block holding the NUL: a short
+    string near the end of a block costs no packet for the next block (and is served
+    from the cache when its block was read already). With exact reads, `limit` bytes at
+    most, never past the page (the next one may be unmapped).
     """
     data = b""
     position = address
     while len(data) < limit:
         if not is_canonical(position):
             raise KpError(f"non-canonical address {position:#x}")
-        first = position & ~(BLOCK - 1)
-        chunk = _block(first)
-        if chunk is None:
-            data += read(position, limit - len(data))     # exact bytes, or the read's error
-            break
-        piece = chunk[position - first: position - first + limit - len(data)]
+        block = _policy.block(limit - len(data))
+        if not block:
+            want = min(limit - len(data), PAGE - position % PAGE)
+            piece = read(position, want)
+        else:
+            first = position & ~(block - 1)
+            chunk = _cache.get((first, block)) or _block(first, block)
+            if chunk is None:
+                data += read(position, limit - len(data))   # exact bytes, or the read's error
+                break
+            piece = chunk[position - first: position - first + limit - len(data)]
         data += piece
         if b"\0" in piece:
             break
         position += len(piece)
     end = data.find(b"\0")
+    if block:       # what was needed (exact reads went through read(), which noted them)
+        _policy.need(address, end + 1 if end >= 0 else len(data))
     return data[: end if end >= 0 else limit].decode("utf-8", "replace")
 
 

@@ -40,7 +40,7 @@ def strict_gdb(monkeypatch) -> types.ModuleType:
     for name in ("Command", "Parameter", "Breakpoint"):
         setattr(fake, name, type(name, (), {"__init__": refuse}))
     for index, name in enumerate(("COMMAND_DATA", "COMMAND_MAINTENANCE", "COMMAND_SUPPORT",
-                                  "COMMAND_STACK", "PARAM_BOOLEAN", "PARAM_ENUM",
+                                  "COMMAND_STACK", "PARAM_BOOLEAN", "PARAM_ENUM", "PARAM_STRING",
                                   "COMPLETE_NONE", "COMPLETE_SYMBOL", "COMPLETE_FILENAME")):
         setattr(fake, name, index)
     unwinder = types.ModuleType("gdb.unwinder")
@@ -94,7 +94,7 @@ def test_load_registers_everything_once(fake_gdb):
     names = ["list", "show", "hooks", "modules", "sim", "check", "blacklist", "kaslr", "locals", "where"]
     assert sorted(made["command"]) == sorted(["kp"] + [f"kp-{name}" for name in names]
                                              + [f"kp {name}" for name in names])
-    assert made["parameter"] == ["kp-debug", "kp-color", "kp-unwind"]
+    assert made["parameter"] == ["kp-debug", "kp-color", "kp-unwind", "kp-read-block"]
     assert len(made["unwinder"]) == 1 and "gdb-kprobe" in fake_gdb.frame_filters
     # the cache registry connects each gdb event once; the hooks add their own
     assert made["events"].count("cont") == 1 and made["events"].count("new_objfile") == 1

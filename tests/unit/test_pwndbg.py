@@ -137,7 +137,7 @@ def load_plugin():
     from gdb_kprobe.integration import parameters, pwndbg
     from gdb_kprobe.ui import colour
     plugin.load()
-    debug, colour_setting, _ = parameters._registered
+    debug, colour_setting, *_ = parameters._registered
     return (plugin, types.SimpleNamespace(palette=base.palette, PLAIN=colour.PLAIN), pwndbg,
             types.SimpleNamespace(_debug=_Setting(debug), _colour=_Setting(colour_setting)))
 
