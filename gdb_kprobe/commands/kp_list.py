@@ -14,6 +14,7 @@ from gdb_kprobe.ui import jsonout, render
 
 class KpList(KpCommand):
     name = "kp-list"
+    arch_neutral = True       # layouts from DWARF, no instruction bytes
     summary = "List the registered kprobes exactly as /sys/kernel/debug/kprobes/list does."
     mirrors = "/sys/kernel/debug/kprobes/list (kernel/kprobes.c: show_kprobe_addr)"
 

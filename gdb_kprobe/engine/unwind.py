@@ -30,9 +30,10 @@ from gdb_kprobe.analysis import prologue
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
-from gdb_kprobe.target import cache, context, disasm, frame_labels, layouts, memory, symbols
+from gdb_kprobe.target import (cache, context, disasm, frame_labels, guards, layouts, memory,
+                               symbols)
 
-__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled"]
+__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "fits"]
 
 ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
                  "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
@@ -94,6 +95,8 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         super().__init__("gdb-kprobe")
 
     def __call__(self, pending):
+        if not fits(pending.architecture().name()):
+            return None                # its register names and entry decoding are x86-64's
         try:
             return self._unwind(pending)
         except (KpError, gdb.error, gdb.MemoryError, ValueError, KeyError) as exc:
@@ -300,3 +303,9 @@ def set_enabled(enabled: bool) -> None:
 
 def enabled() -> bool:
     return _unwinder is not None and _unwinder.enabled
+
+
+def fits(architecture: str) -> bool:
+    """Does this unwinder know frames of `architecture`? Only where the arch seam in use is
+    the frame's: elsewhere gdb's own unwinders alone build the frames (bt stays gdb's)."""
+    return guards.arch_seam_fits(architecture)

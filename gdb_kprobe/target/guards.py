@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gdb
 
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import context, dump
 
-__all__ = ["require_symbols", "require_stopped_target"]
+__all__ = ["require_symbols", "require_stopped_target", "require_arch_seam", "arch_seam_fits",
+           "target_architecture"]
 
 
 def require_symbols() -> None:
@@ -42,3 +44,28 @@ def require_stopped_target() -> None:
     if any(t.is_running() for t in threads):
         raise running
     dump.check()        # a dump without virtual addresses: readable, or one line saying why
+
+
+def target_architecture() -> str:
+    """gdb's name of the target's architecture (i386:x86-64, aarch64): the symbol file's
+    before attaching, the target's after."""
+    return gdb.selected_inferior().architecture().name()
+
+
+def arch_seam_fits(architecture: str | None = None) -> bool:
+    """Is the architecture seam in use (gdb_kprobe/arch/) the target's?"""
+    return arch.unwritten(architecture or target_architecture()) is None
+
+
+def require_arch_seam(command: str) -> None:
+    """Refuse, in one line, a command whose answer rests on the architecture seam when the
+    seam in use is not the target's (an x86 answer about an arm64 kernel would be wrong).
+    Without a symbol file gdb's architecture is a default (i386), not the kernel's: the
+    command's own guards then say what to load."""
+    if gdb.current_progspace().filename is None:
+        return
+    architecture = target_architecture()
+    missing = arch.unwritten(architecture)
+    if missing:
+        raise KpError(f"{command}: not available on {architecture} yet: {missing}; "
+                      "kp-list, kp-modules and kp-blacklist work there")

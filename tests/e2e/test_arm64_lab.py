@@ -1,0 +1,100 @@
+"""The lab on arm64 (`--kernels 6.1-arm64,6.12-arm64`): Debian's cloud-arm64 kernel under
+qemu-system-aarch64 (TCG, pointer authentication on), gdb-multiarch attached.
+
+kp-list against the guest's own /sys/kernel/debug/kprobes/list, and the one-line refusal of
+the commands whose arch seam (gdb_kprobe/arch/) is not written for aarch64 yet. The x86
+files (test_kp_list.py ...) ask for x86 shapes ([FTRACE], [OPTIMIZED], int3): `make test`
+runs this file alone on ARM64_KERNELS.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qemu import kernels
+from qemu.lab import ACCEPT_TRAFFIC
+
+EVENTS = "/sys/kernel/tracing/kprobe_events"
+# every command whose answer rests on instruction decoders, the memory map or the unwinder
+SEAM_COMMANDS = ["kp-show inet_accept", "kp-check inet_accept", "kp-locals inet_accept",
+                 "kp-sim inet_accept", "kp-where", "kp-kaslr"]
+
+
+@pytest.fixture(autouse=True)
+def _arm64_only(kernel):
+    if kernels.arch_of(kernel) != "arm64":
+        pytest.skip(f"{kernel} is not an arm64 kernel (this file runs on 6.1-arm64, 6.12-arm64)")
+
+
+def assert_same(session) -> str:
+    debugfs, ours = session.list_pair()
+    assert ours == debugfs, f"kp-list differs from debugfs:\n--- debugfs\n{debugfs}--- kp-list\n{ours}"
+    return debugfs
+
+
+def test_guest_is_arm64_with_pointer_authentication(session):
+    assert session.guest("uname -m").strip() == "aarch64"
+    # -cpu max,pauth-impdef=on: the kernel signs its return addresses (ARM64_PTR_AUTH_KERNEL)
+    features = session.guest("grep -m1 Features /proc/cpuinfo").split()
+    assert "paca" in features and "pacg" in features, features
+
+
+def test_default_scenario_matches_debugfs(session):
+    lines = assert_same(session).splitlines()
+    assert any("  r  " in line for line in lines), "a return probe"
+    assert any("[DISABLED]" in line for line in lines), "a disabled probe"
+    addresses = [line.split()[0] for line in lines]
+    assert any(addresses.count(a) >= 2 for a in addresses), "an aggregate"
+    assert sum("inet_csk_accept+0x" in line for line in lines) == 3, "the lab modules' probes"
+    # no ftrace-based or optimized kprobes on arm64: every armed one is a BRK
+    assert not any(flag in line for line in lines for flag in ("[FTRACE]", "[OPTIMIZED]"))
+
+
+def test_module_owners_and_handlers(session):
+    out = session.gdb_cmd("kp-list -v")
+    assert "pre_handler: handler_pre [kp_lab_kprobe]" in out
+    assert "owner: module kp_lab_kprobe" in out
+    assert "handler: ret_handler [kp_lab_kretprobe]" in out
+    out = session.gdb_cmd("kp-list -m kp_lab_kprobe")
+    assert len(out.splitlines()) == 2, out
+
+
+@pytest.mark.parametrize("command", SEAM_COMMANDS)
+def test_unwritten_seam_refuses_in_one_line(session, command):
+    out = session.gdb_cmd(command).strip()
+    name = command.split()[0]
+    assert out.startswith(f"{name}: not available on aarch64 yet: ") and "\n" not in out, out
+
+
+def test_bt_in_a_module_pre_handler_is_gdbs(session):
+    """The unwinder and the frame filter stand aside on aarch64: bt is gdb's own, with no
+    Python error (frame_labels once read %rsp there)."""
+    session.stop()
+    assert "Breakpoint" in session.gdb.execute("break handler_pre")
+    session.resume()
+    token = session.lab.guest.send(ACCEPT_TRAFFIC)
+    try:
+        session.gdb.wait_prompt(timeout=120)
+        session.running = False
+        bt = session.gdb.execute("bt 4")
+        assert "Python Exception" not in bt and "Traceback" not in bt, bt
+        assert re.search(r"^#0\s+(0x[0-9a-f]+ in )?handler_pre ", bt, re.M), bt
+    finally:
+        session.stop()
+        session.gdb.execute("delete")
+        session.resume()
+        session.lab.guest.wait(token)
+
+
+def test_runtime_changes_and_module_text(session):
+    session.guest(f"echo 'p:kprobes/kp_new vfs_readlink' >> {EVENTS}")
+    session.guest("echo 1 > /sys/kernel/tracing/events/kprobes/kp_new/enable")
+    assert "vfs_readlink+0x" in assert_same(session)
+    # a probe in module text: listed with the module's name, then [GONE] when it goes
+    session.guest(f"echo 'p:kprobes/kp_modfunc kp_lab_kprobe:kp_lab_target' >> {EVENTS}")
+    assert re.search(r"kp_lab_target\+0x[0-9a-f]+  kp_lab_kprobe ", assert_same(session))
+    session.guest("rmmod kp_lab_kprobe")
+    listing = assert_same(session)
+    assert "[GONE]" in listing
+    assert sum("inet_csk_accept+0x" in line for line in listing.splitlines()) == 1
