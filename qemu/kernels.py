@@ -11,8 +11,9 @@ Everything is fetched with `apt-get download` and unpacked with `dpkg-deb` into 
 (``$GDB_KPROBE_CACHE``, default ``~/.cache/gdb-kprobe``); nothing is installed or committed.
 
 Kernel names: the lab's (`6.1`, `6.12`, `6.1-fp`, and on arm64 `6.1-arm64`, `6.12-arm64`),
-any Debian series/flavour (`6.1/rt-amd64`, `6.1/cloud-arm64`), or a kernel of your own given by path (`lab.py --kernel PATH --vmlinux
-PATH`, see `own_kernel`).
+any Debian series/flavour (`6.1/rt-amd64`, `6.1/cloud-arm64`), or a kernel of your own given
+by path (`lab.py --kernel PATH --vmlinux PATH`, see `own_kernel`). The flavour names the
+architecture (`arch_of`), and with it QEMU, the gdb and the compiler (qemu/lab.py, build.py).
 """
 from __future__ import annotations
 
@@ -87,6 +88,8 @@ def arch_of(name: str) -> str:
     if name in LAB_KERNELS:
         return LAB_KERNELS[name].arch
     return arch_of_flavour(name.partition("/")[2]) if "/" in name else "amd64"
+
+
 DEFAULT_KERNEL = "6.1"
 # Kernels the lab compiles itself (qemu/fpkernel.py): the same source as Debian's 6.1.
 BUILT_KERNELS: dict[str, BuiltSeries] = {
@@ -163,8 +166,7 @@ def own_kernel(vmlinuz: str, vmlinux: str, headers: str | None = None) -> Kernel
     tree = pathlib.Path(headers).resolve() if headers else None
     arch = "arm64" if _is_arm64_image(image) else "amd64"
     return KernelFiles(name=str(image), release=release, description=f"your kernel {image}",
-                       arch=arch,
-                       vmlinuz=image, vmlinux=debug, headers=tree,
+                       arch=arch, vmlinuz=image, vmlinux=debug, headers=tree,
                        system_map=_beside(debug, "System.map"), config=_beside(debug, ".config"))
 
 
@@ -184,7 +186,7 @@ def _is_arm64_image(image: pathlib.Path) -> bool:
     (Documentation/arch/arm64/booting.rst)."""
     with open(image, "rb") as f:
         magic = f.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open     # Debian's vmlinuz is Image.gz
+    opener = gzip.open if magic == b"\x1f\x8b" else open     # an Image.gz boots too
     with opener(image, "rb") as f:
         return f.read(0x40)[0x38:0x3C] == b"ARM\x64"
 

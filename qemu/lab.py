@@ -62,6 +62,8 @@ def gdb_for(arch: str, gdb_binary: str) -> str:
     """The gdb to run for a kernel: Debian's plain `gdb` (the default) means that
     architecture's Debian gdb; any other binary is taken as given."""
     return MACHINES[arch].gdb if gdb_binary == "gdb" else gdb_binary
+
+
 # Guest shell line that makes the kernel accept one TCP connection (inet_accept →
 # inet_csk_accept, where the lab's probes are). The listener runs in a subshell so that its
 # input is /dev/null, not the console (a background job of an interactive shell keeps it).
@@ -279,6 +281,7 @@ class Lab:
         if self.kvm:
             command += ["-enable-kvm", "-cpu", "host"]
         else:
+            # KP_LAB_CPU overrides the model (to compare, e.g. plain `max` on arm64)
             command += ["-accel", "tcg,thread=multi", "-cpu", os.environ.get("KP_LAB_CPU") or
                         machine.tcg_cpu]
         return command
