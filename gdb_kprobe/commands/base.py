@@ -91,7 +91,7 @@ class KpCommand(gdb.Command):
             except _HelpShown:
                 return
             self.check_args(args)
-            if not self.arch_neutral:
+            if self.needs_arch_seam(args):
                 target_guards.require_arch_seam(self.name)
             with context.language_c():
                 self.run(args)
@@ -168,6 +168,11 @@ class KpCommand(gdb.Command):
         except (KpError, gdb.error, ValueError):
             return gdb.COMPLETE_NONE
         return [name[cut:] for name in found] or gdb.COMPLETE_NONE
+
+    def needs_arch_seam(self, args: argparse.Namespace) -> bool:
+        """Does this run's answer rest on gdb_kprobe/arch/ (instruction bytes, the memory
+        map, registers)? Then it is refused where the seam is not the target's."""
+        return not self.arch_neutral
 
     def check_args(self, args: argparse.Namespace) -> None:
         """Refuse argument combinations before any guard looks at the target."""

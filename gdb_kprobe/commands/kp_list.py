@@ -35,6 +35,11 @@ class KpList(KpCommand):
         self.add_json_option(parser)
         return parser
 
+    def needs_arch_seam(self, args: argparse.Namespace) -> bool:
+        # -v names each struct kprobe's memory region from the arch's memory map (x86's so
+        # far: on arm64 it called the heap "no region the kernel maps")
+        return args.verbose
+
     def check_args(self, args: argparse.Namespace) -> None:
         if args.json and args.numbered:
             raise KpUsageError("kp-list: --json always numbers the probes (their \"index\" is "

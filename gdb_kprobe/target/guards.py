@@ -68,4 +68,4 @@ def require_arch_seam(command: str) -> None:
     missing = arch.unwritten(architecture)
     if missing:
         raise KpError(f"{command}: not available on {architecture} yet: {missing}; "
-                      "kp-list, kp-modules and kp-blacklist work there")
+                      "kp-list (without -v), kp-modules and kp-blacklist work there")

@@ -97,7 +97,7 @@ def test_unwritten_seam_refuses_in_one_line(fake_gdb):
     from gdb_kprobe.target import guards
     _target(fake_gdb, "aarch64")
     with pytest.raises(guards.KpError, match=r"^kp-show: not available on aarch64 yet: .*"
-                                             r"arm64\.py.*; kp-list, kp-modules and "
+                                             r"arm64\.py.*; kp-list \(without -v\), kp-modules and "
                                              r"kp-blacklist work there$"):
         guards.require_arch_seam("kp-show")
     assert not guards.arch_seam_fits()
