@@ -10,11 +10,17 @@ so that it says so in one line instead of giving an x86 answer (commands/base.py
 from gdb_kprobe.arch import arm64, x86_64
 from gdb_kprobe.arch.x86_64 import *          # noqa: F401,F403  (the seam in use)
 
-__all__ = [*x86_64.__all__, "unwritten", "STARTED"]
+__all__ = [*x86_64.__all__, "unwritten", "STARTED", "of_architecture"]
 
 # architectures with a seam module begun, by gdb's name (arm64: kp-list works, the
 # decoders, the memory map and the unwinder rules are still x86's)
 STARTED = {arm64.NAME: arm64}
+
+
+def of_architecture(gdb_architecture: str):
+    """The seam module of gdb's architecture name (for the few pieces arm64.py already has,
+    such as hides_kernel()), or None."""
+    return {x86_64.NAME: x86_64, **STARTED}.get(gdb_architecture)
 
 
 def unwritten(gdb_architecture: str) -> str | None:

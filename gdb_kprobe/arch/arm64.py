@@ -11,6 +11,7 @@ __all__ = [
     "PT_REGS", "ARG_REGS", "CALLEE_SAVED", "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
     "INSN_SIZE", "AARCH64_BREAK_MON", "KPROBES_BRK_IMM", "KPROBES_BRK_SS_IMM",
     "BRK64_OPCODE_KPROBES", "BRK64_OPCODE_KPROBES_SS", "brk_imm", "site_kind",
+    "USER_MODE_HIDES_KERNEL", "MODE_REGISTER", "in_user_mode",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -47,6 +48,17 @@ PT_REGS = {**{f"x{n}": f"x{n}" for n in range(31)}, "sp": "sp", "pc": "pc", "pst
 ARG_REGS = [f"x{n}" for n in range(8)]                 # AAPCS64 arguments
 CALLEE_SAVED = [f"x{n}" for n in range(19, 30)]        # x19..x28 and the frame pointer x29
 STACK_POINTER, PROGRAM_COUNTER, RETURN_VALUE = "sp", "pc", "x0"
+
+# QEMU's gdbstub (7.2) translates a debug read with the CPU's current regime *and
+# permissions*: a CPU stopped at EL0 reads no kernel memory (x86's debug walk ignores U/S).
+USER_MODE_HIDES_KERNEL = True
+MODE_REGISTER = "cpsr"
+
+
+def in_user_mode(cpsr: int) -> bool:
+    """Is a CPU with this PSTATE (gdb's cpsr) at EL0? PSTATE.M[3:2] is the exception level."""
+    return (cpsr >> 2) & 3 == 0
+
 
 INSN_SIZE = 4                                   # AARCH64_INSN_SIZE: every instruction
 AARCH64_BREAK_MON = 0xD4200000                  # brk #0 (asm/debug-monitors.h)

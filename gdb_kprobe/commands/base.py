@@ -93,7 +93,7 @@ class KpCommand(gdb.Command):
             self.check_args(args)
             if self.needs_arch_seam(args):
                 target_guards.require_arch_seam(self.name)
-            with context.language_c():
+            with context.language_c(), target_guards.kernel_view():
                 self.run(args)
         except KpError as exc:
             raise gdb.GdbError(str(exc)) from None

@@ -5,14 +5,11 @@ kp-list against the guest's own /sys/kernel/debug/kprobes/list, and the one-line
 the commands whose arch seam (gdb_kprobe/arch/) is not written for aarch64 yet. The x86
 files (test_kp_list.py ...) ask for x86 shapes ([FTRACE], [OPTIMIZED], int3): `make test`
 runs this file alone on ARM64_KERNELS.
-
-Known flake (not fixed yet): QEMU 7.2's gdbstub reads memory with the selected CPU's current
-permissions; when gdb stops the guest with that CPU in user mode (EL0, e.g. running `cat`),
-every kernel read fails ("cannot read 512 bytes at <kprobe_table>"), about 1 run in 5.
 """
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -85,6 +82,41 @@ def test_bt_in_a_module_pre_handler_is_gdbs(session):
         session.gdb.execute("delete")
         session.resume()
         session.lab.guest.wait(token)
+
+
+def _thread_at_el0(session) -> int | None:
+    """A gdb thread (CPU) stopped at EL0 (PSTATE.M[3:2] = 0), or None."""
+    for number in range(1, session.lab.cpus + 1):
+        session.gdb.execute(f"thread {number}")
+        if int(session.gdb.execute("p ($cpsr >> 2) & 3").split()[-1]) == 0:
+            return number
+    return None
+
+
+def test_a_cpu_stopped_in_user_mode_does_not_hide_the_kernel(session):
+    """QEMU 7.2's gdbstub reads with the selected CPU's EL0 permissions: kp-list reads
+    through a CPU in the kernel instead (guards.kernel_view), and gives the selection back."""
+    debugfs = session.stable_list()
+    session.guest("(while :; do :; done & echo $! > /tmp/spin)")     # one CPU spins at EL0
+    try:
+        tested = 0
+        for _ in range(20):
+            session.resume()
+            time.sleep(0.2)
+            session.stop()
+            number = _thread_at_el0(session)
+            if number is None:
+                continue
+            session.gdb.execute(f"thread {number}")
+            assert session.gdb.execute("kp-list") == debugfs
+            assert f"Current thread is {number} " in session.gdb.execute("thread"), \
+                "the selection is given back"
+            tested += 1
+            if tested == 3:
+                break
+        assert tested, "no stop found a CPU at EL0: nothing was tested"
+    finally:
+        session.guest("kill $(cat /tmp/spin)")
 
 
 def test_runtime_changes_and_module_text(session):

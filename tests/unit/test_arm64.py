@@ -120,3 +120,50 @@ def test_a_kernel_image_of_your_own_says_its_architecture(tmp_path):
     image.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 64)
     assert not kernels._is_arm64_image(image)
 
+
+
+def _cpus(fake_gdb, architecture: str, cpsrs: list[int]):
+    """Threads (one per CPU) whose newest frame's cpsr is given; records switches."""
+    state = {"selected": 1, "switches": []}
+
+    def thread(num):
+        def switch():
+            state["selected"] = num
+            state["switches"].append(num)
+        return types.SimpleNamespace(num=num, switch=switch)
+    threads = [thread(n + 1) for n in range(len(cpsrs))]
+    arch = types.SimpleNamespace(name=lambda: architecture)
+    fake_gdb.selected_inferior = lambda: types.SimpleNamespace(
+        architecture=lambda: arch, threads=lambda: threads, pid=1)
+    fake_gdb.selected_thread = lambda: threads[state["selected"] - 1]
+    frame = types.SimpleNamespace(
+        read_register=lambda name: cpsrs[state["selected"] - 1], is_valid=lambda: True,
+        select=lambda: None)
+    fake_gdb.newest_frame = lambda: frame
+    fake_gdb.selected_frame = lambda: frame
+    return state
+
+
+def test_x86_asks_the_target_nothing(fake_gdb):
+    from gdb_kprobe.target import guards
+    _cpus(fake_gdb, "i386:x86-64", [])
+    fake_gdb.newest_frame = None                 # any register read would fail
+    with guards.kernel_view():
+        pass
+
+
+def test_arm64_reads_through_a_cpu_in_the_kernel(fake_gdb):
+    from gdb_kprobe.target import guards
+    state = _cpus(fake_gdb, "aarch64", [0x20001000, 0x4003C5])     # EL0t, EL1h
+    with guards.kernel_view():
+        assert state["selected"] == 2
+    assert state["selected"] == 1, "the selection is given back"
+
+
+def test_arm64_every_cpu_in_user_mode_is_one_line(fake_gdb):
+    from gdb_kprobe.target import guards
+    state = _cpus(fake_gdb, "aarch64", [0x20001000, 0x60001000])
+    with pytest.raises(guards.KpError, match=r"^every CPU is stopped in user mode, .*again$"):
+        with guards.kernel_view():
+            pass
+    assert state["selected"] == 1
