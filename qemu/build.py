@@ -17,6 +17,15 @@ MODULE_SOURCES = HERE / "modules"
 GUEST_FILES = HERE / "guest"
 SCENARIOS = HERE / "scenarios"
 BUSYBOX = pathlib.Path("/bin/busybox")
+# arm64 modules are cross-built against Debian's arm64 headers (and their arch-all common
+# tree) with the *host's* linux-kbuild package: the arm64 headers package holds no binaries,
+# only a `scripts` link into linux-kbuild-*, and the arm64 linux-kbuild's fixdep/modpost are
+# arm64 programs that would need qemu-user to run here. The resolver takes linux-kbuild-* in
+# the native architecture (qemu/debarchive.py asks apt-cache without an :arch), and amd64's
+# modpost reads arm64 modules (both 64-bit little-endian ELF; its arch tables are generic).
+# The headers' .kernelvariables set ARCH=arm64 and CC=$(CROSS_COMPILE)gcc-12, so
+# CROSS_COMPILE is all make needs (from gcc-aarch64-linux-gnu).
+CROSS_COMPILE = {"amd64": None, "arm64": "aarch64-linux-gnu-"}
 
 
 def _sources_digest(folder: pathlib.Path) -> str:
@@ -41,10 +50,11 @@ def build_modules(files: KernelFiles) -> pathlib.Path | None:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(MODULE_SOURCES, out)
+    cross = CROSS_COMPILE[files.arch]
     result = subprocess.run(
         # No BTF for our modules: it would need pahole and the lab does not use it.
         ["make", "-C", str(files.headers), f"M={out}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-         "modules"],
+         *([f"CROSS_COMPILE={cross}"] if cross else []), "modules"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"building the lab modules failed:\n{result.stdout[-3000:]}")
@@ -107,18 +117,48 @@ def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
     return blob
 
 
+def busybox(arch: str) -> pathlib.Path:
+    """A static busybox for the guest: the host's for amd64; for arm64 Debian's
+    busybox-static:arm64, downloaded (`apt-get download`) and unpacked into the cache, never
+    installed (the newest the package lists offer, kept until the cache is cleared)."""
+    if arch == "amd64":
+        return BUSYBOX
+    folder = kernels.cache_dir() / "busybox" / arch
+    binary = folder / "bin" / "busybox"
+    if (folder / ".complete").exists():
+        return binary
+    with tempfile.TemporaryDirectory() as tmp:
+        command = ["apt-get", "download", "-q", f"busybox-static:{arch}"]
+        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0:              # a fresh machine: no or old package lists
+            kernels.refresh_package_lists()
+            result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+        debs = sorted(pathlib.Path(tmp).glob("busybox-static_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise RuntimeError(f"apt-get download busybox-static:{arch} failed (`make "
+                               f"setup-arm64` adds the architecture): "
+                               f"{result.stderr.strip()[-400:]}")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(folder)], check=True)
+    if not binary.exists():
+        raise RuntimeError(f"busybox-static:{arch} holds no bin/busybox")
+    (folder / ".complete").write_text("")
+    return binary
+
+
 def build_initramfs(dest: pathlib.Path, modules: pathlib.Path | None,
-                    scenario: pathlib.Path,
-                    programs: list[pathlib.Path] = ()) -> pathlib.Path:
-    """Write a gzipped newc initramfs: busybox, /init, the lab modules, the scenario, and
-    the lab's guest programs (build_guest_programs()) in /bin."""
+                    scenario: pathlib.Path, programs: list[pathlib.Path] = (),
+                    arch: str = "amd64") -> pathlib.Path:
+    """Write a gzipped newc initramfs: busybox (the guest architecture's), /init, the lab
+    modules, the scenario, and the lab's guest programs (build_guest_programs()) in /bin."""
     entries: list[tuple[str, int, bytes]] = []
     # /dev/console must exist before devtmpfs is mounted: the kernel opens it for /init.
     for folder in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "etc/kp-lab",
                    "lib", "lib/modules", "lib/modules/kp-lab", "lib/modules/kp-test", "root"):
         entries.append((folder, 0o040755, b""))
     entries.append(("dev/console", 0o020600, b""))
-    entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
+    entries.append(("bin/busybox", 0o100755, busybox(arch).read_bytes()))
     entries.append(("bin/sh", 0o120777, b"busybox"))   # /init's interpreter
     entries.append(("init", 0o100755, (GUEST_FILES / "init").read_bytes()))
     entries.append(("bin/kp-scenario", 0o100755, (GUEST_FILES / "kp-scenario").read_bytes()))

@@ -128,7 +128,9 @@ class Archive:
             found = []
             for line in self._run(["madison", package]).splitlines():
                 fields = [f.strip() for f in line.split("|")]
-                if len(fields) >= 3 and fields[0] == package:
+                # a foreign architecture's package is listed as NAME:ARCH (arm64 kernels
+                # after `dpkg --add-architecture arm64`)
+                if len(fields) >= 3 and fields[0].partition(":")[0] == package:
                     found.append(fields[1])
             self._versions[package] = newest_first(found)
         return self._versions[package]

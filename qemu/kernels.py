@@ -10,13 +10,15 @@ version, per lab kernel, comma-separated) pins one exactly, to reproduce a repor
 Everything is fetched with `apt-get download` and unpacked with `dpkg-deb` into the cache
 (``$GDB_KPROBE_CACHE``, default ``~/.cache/gdb-kprobe``); nothing is installed or committed.
 
-Kernel names: the lab's (`6.1`, `6.12`, `6.1-fp`), any Debian series/flavour
-(`6.1/rt-amd64`), or a kernel of your own given by path (`lab.py --kernel PATH --vmlinux
-PATH`, see `own_kernel`).
+Kernel names: the lab's (`6.1`, `6.12`, `6.1-fp`, and on arm64 `6.1-arm64`, `6.12-arm64`),
+any Debian series/flavour (`6.1/rt-amd64`, `6.1/cloud-arm64`), or a kernel of your own given
+by path (`lab.py --kernel PATH --vmlinux PATH`, see `own_kernel`). The flavour names the
+architecture (`arch_of`), and with it QEMU, the gdb and the compiler (qemu/lab.py, build.py).
 """
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import pathlib
@@ -38,6 +40,12 @@ class DebianSeries:
     series: str               # "6.1"
     flavour: str              # "cloud-amd64"
 
+    @property
+    def arch(self) -> str:
+        """The Debian architecture the flavour is built for: its last word names it
+        (cloud-amd64, rt-arm64, arm64-16k are amd64, arm64, arm64)."""
+        return arch_of_flavour(self.flavour)
+
     def resolve(self, archive: debarchive.Archive, pin: str | None) -> debarchive.Resolved:
         return debarchive.resolve_kernel(archive, self.series, self.flavour, pin)
 
@@ -58,7 +66,30 @@ class BuiltSeries:
 LAB_KERNELS: dict[str, DebianSeries] = {
     "6.1": DebianSeries("6.1", "6.1", "cloud-amd64"),
     "6.12": DebianSeries("6.12", "6.12", "cloud-amd64"),
+    # booted under qemu-system-aarch64 (TCG); their packages are arm64 ones (dpkg
+    # --add-architecture arm64, done by qemu/setup-arm64.sh), the kbuild tools the host's
+    "6.1-arm64": DebianSeries("6.1-arm64", "6.1", "cloud-arm64"),
+    "6.12-arm64": DebianSeries("6.12-arm64", "6.12", "cloud-arm64"),
 }
+ARCHES = ("amd64", "arm64")               # Debian's names; what the lab can boot
+
+
+def arch_of_flavour(flavour: str) -> str:
+    """amd64 or arm64: the Debian architecture named in a kernel flavour."""
+    for word in flavour.split("-"):
+        if word in ARCHES:
+            return word
+    return "amd64"
+
+
+def arch_of(name: str) -> str:
+    """The architecture of a lab kernel name or SERIES/FLAVOUR (amd64 for anything else:
+    a kernel given by path says its own, see own_kernel)."""
+    if name in LAB_KERNELS:
+        return LAB_KERNELS[name].arch
+    return arch_of_flavour(name.partition("/")[2]) if "/" in name else "amd64"
+
+
 DEFAULT_KERNEL = "6.1"
 # Kernels the lab compiles itself (qemu/fpkernel.py): the same source as Debian's 6.1.
 BUILT_KERNELS: dict[str, BuiltSeries] = {
@@ -94,6 +125,7 @@ class KernelFiles:
     headers: pathlib.Path | None = None
     system_map: pathlib.Path | None = None
     config: pathlib.Path | None = None
+    arch: str = "amd64"                # Debian's name: amd64 or arm64
 
     @property
     def modules_dir(self) -> pathlib.Path:
@@ -108,7 +140,7 @@ def _debian_files(name: str, resolved: debarchive.Resolved) -> KernelFiles:
         name=name, release=resolved.release, root=root,
         description=f"Debian {resolved.series} {resolved.flavour}: {resolved.image} {resolved.version}",
         vmlinuz=root / "vmlinuz", vmlinux=root / "vmlinux", system_map=root / "System.map",
-        config=root / "config",
+        config=root / "config", arch=arch_of_flavour(resolved.flavour),
         headers=root / "headers" / "usr" / "src" / f"linux-headers-{resolved.release}")
 
 
@@ -124,16 +156,17 @@ def _built_files(kernel: fpkernel.BuiltKernel) -> KernelFiles:
 
 
 def own_kernel(vmlinuz: str, vmlinux: str, headers: str | None = None) -> KernelFiles:
-    """A kernel of your own, by path: any x86-64 bzImage and its DWARF vmlinux (and, to build
-    the lab modules, its kbuild tree). Nothing lab-specific is needed."""
+    """A kernel of your own, by path: any x86-64 bzImage or arm64 Image and its DWARF vmlinux
+    (and, to build the lab modules, its kbuild tree). Nothing lab-specific is needed."""
     image, debug = pathlib.Path(vmlinuz).resolve(), pathlib.Path(vmlinux).resolve()
     for path, what in ((image, "kernel image"), (debug, "DWARF vmlinux")):
         if not path.is_file():
             raise SystemExit(f"lab: no {what} at {path}")
     release = _release_of(image) or image.name
     tree = pathlib.Path(headers).resolve() if headers else None
+    arch = "arm64" if _is_arm64_image(image) else "amd64"
     return KernelFiles(name=str(image), release=release, description=f"your kernel {image}",
-                       vmlinuz=image, vmlinux=debug, headers=tree,
+                       arch=arch, vmlinuz=image, vmlinux=debug, headers=tree,
                        system_map=_beside(debug, "System.map"), config=_beside(debug, ".config"))
 
 
@@ -146,6 +179,16 @@ def _release_of(image: pathlib.Path) -> str | None:
     offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
     version = data[offset:offset + 256].split(b"\0")[0].decode(errors="replace")
     return version.split(" ")[0] or None
+
+
+def _is_arm64_image(image: pathlib.Path) -> bool:
+    """An arm64 kernel Image carries the magic "ARM\\x64" at offset 0x38
+    (Documentation/arch/arm64/booting.rst)."""
+    with open(image, "rb") as f:
+        magic = f.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open     # an Image.gz boots too
+    with opener(image, "rb") as f:
+        return f.read(0x40)[0x38:0x3C] == b"ARM\x64"
 
 
 def _beside(vmlinux: pathlib.Path, name: str) -> pathlib.Path | None:

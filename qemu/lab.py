@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,6 +32,38 @@ GDBINIT = REPO / "gdbinit.py"
 BOOT_TIMEOUT = 90           # a TCG boot takes ~3 s; allow for a loaded 2-core machine
 BOOT_TRIES = 2              # a rare early-boot hang under TCG must not fail a whole run
 QEMU = "qemu-system-x86_64"
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """How QEMU boots a kernel of one architecture, and which gdb reads it."""
+
+    qemu: str
+    machine: tuple[str, ...]          # -M ... (x86 takes QEMU's default pc)
+    tcg_cpu: str
+    console: str                      # the serial console's name in the guest
+    append: tuple[str, ...]           # arch-specific kernel command line
+    gdb: str                          # the Debian gdb that knows the architecture
+
+
+MACHINES = {
+    "amd64": Machine(QEMU, (), "max", "ttyS0", ("tsc=reliable",), "gdb"),
+    # -cpu max,pauth-impdef=on: every ARMv8 feature TCG has, pointer authentication included
+    # (the Debian kernel signs return addresses: CONFIG_ARM64_PTR_AUTH_KERNEL), with QEMU's
+    # cheap "implementation defined" PAC instead of the architected QARMA5 that plain `max`
+    # computes in software on every paciasp/autiasp (boot to shell measured in the README).
+    # Debian's `gdb` knows x86 only; gdb-multiarch (and the gdb 18.1 venv) read aarch64.
+    "arm64": Machine("qemu-system-aarch64", ("-M", "virt"), "max,pauth-impdef=on", "ttyAMA0",
+                     (), "gdb-multiarch"),
+}
+
+
+def gdb_for(arch: str, gdb_binary: str) -> str:
+    """The gdb to run for a kernel: Debian's plain `gdb` (the default) means that
+    architecture's Debian gdb; any other binary is taken as given."""
+    return MACHINES[arch].gdb if gdb_binary == "gdb" else gdb_binary
+
+
 # Guest shell line that makes the kernel accept one TCP connection (inet_accept →
 # inet_csk_accept, where the lab's probes are). The listener runs in a subshell so that its
 # input is /dev/null, not the console (a background job of an interactive shell keeps it).
@@ -225,16 +258,20 @@ class Lab:
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="kp-lab-"))
         scenario = build.scenario_path(self.scenario_name, self.kernel_name)
         build.build_initramfs(self.workdir / "initramfs.gz", self.modules_dir, scenario,
-                              build.build_guest_programs())
+                              # kp_hookload is built for the host: x86-64 guests only so far
+                              build.build_guest_programs() if self.files.arch == "amd64" else [],
+                              self.files.arch)
 
     def qemu_command(self) -> list[str]:
         assert self.files and self.workdir and self.gdb_port
-        append = ["console=ttyS0", "quiet", "panic=-1", "oops=panic", "tsc=reliable"]
+        machine = MACHINES[self.files.arch]
+        append = [f"console={machine.console}", "quiet", "panic=-1", "oops=panic",
+                  *machine.append]
         append.append("kaslr" if self.kaslr else "nokaslr")
         if self.append:
             append.append(self.append)
         command = [
-            QEMU, "-nodefaults", "-nographic", "-no-reboot",
+            machine.qemu, *machine.machine, "-nodefaults", "-nographic", "-no-reboot",
             "-m", str(self.memory_mb), "-smp", str(self.cpus),
             "-kernel", str(self.files.vmlinuz), "-initrd", str(self.workdir / "initramfs.gz"),
             "-append", " ".join(append),
@@ -246,7 +283,9 @@ class Lab:
         if self.kvm:
             command += ["-enable-kvm", "-cpu", "host"]
         else:
-            command += ["-accel", "tcg,thread=multi", "-cpu", "max"]
+            # KP_LAB_CPU overrides the model (to compare, e.g. plain `max` on arm64)
+            command += ["-accel", "tcg,thread=multi", "-cpu", os.environ.get("KP_LAB_CPU") or
+                        machine.tcg_cpu]
         return command
 
     def start(self) -> "Lab":
@@ -404,8 +443,9 @@ class Lab:
 
     def gdb(self, gdb_binary: str = "gdb", attach: bool = True, plugin: bool = True,
             logfile=None) -> Gdb:
+        assert self.files
         session = Gdb(["-ex", "set style enabled off", *self.gdb_args(attach, plugin)],
-                      gdb_binary=gdb_binary, logfile=logfile)
+                      gdb_binary=gdb_for(self.files.arch, gdb_binary), logfile=logfile)
         self._gdbs.append(session)
         return session
 
@@ -513,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         if first_dwarf_load(lab.files.vmlinux):
             print(f"lab: gdb reads the DWARF of {lab.files.vmlinux} for the first time: about "
                   "15 s (its index is cached: later starts take under a second)", file=sys.stderr)
-        command = [options.gdb, "-q", "-nx", *lab.gdb_args(), "-ex", "kp-list"]
+        command = [gdb_for(lab.files.arch, options.gdb), "-q", "-nx", *lab.gdb_args(),
+                   "-ex", "kp-list"]
         if options.batch:
             command.insert(1, "-batch")
             for extra in options.batch:

@@ -2,6 +2,7 @@
 # Install what the lab and the tests need on a Debian 12 machine, only what is missing.
 # Run as root (CI) or with sudo available. Python test dependencies go into .venv.
 # The last line of PACKAGES is for building the 6.1-fp kernel from source (qemu/fpkernel.py).
+# arm64 kernels need more (qemu/setup-arm64.sh, run by the Makefile only when one is named).
 set -eu
 cd "$(dirname "$0")/.."
 

@@ -14,7 +14,8 @@ __all__ = [
     "PAGE_OFFSET_L5", "DIRECT_MAP_SIZE_L4", "DIRECT_MAP_SIZE_L5", "VMALLOC_START_L4",
     "VMALLOC_START_L5", "VMALLOC_SIZE_L4", "VMALLOC_SIZE_L5",
     "unemulated_insn",
-    "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
+    "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE", "USER_MODE_HIDES_KERNEL", "MODE_REGISTER",
+    "in_user_mode",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -49,6 +50,14 @@ CALLEE_SAVED = ["rbx", "rbp", "r12", "r13", "r14", "r15"]
 DEFAULT_SIM_REGS = ["ip", "ax", "di", "si", "dx", "cx", "sp", "flags"]   # as the lab module prints
 STACK_POINTER, PROGRAM_COUNTER, RETURN_VALUE = "rsp", "rip", "rax"
 KERNEL_CS = 0x10                          # __KERNEL_CS: a pt_regs saved from kernel mode
+# QEMU's x86 debug page walk ignores the U/S bit: a CPU stopped in user mode reads kernel
+# memory too (arm64's does not: arch/arm64.py)
+USER_MODE_HIDES_KERNEL = False
+MODE_REGISTER = "cs"
+
+
+def in_user_mode(cs: int) -> bool:
+    return cs & 3 == 3
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"             # IBT: an entry probe goes after it
 NOP5 = bytes.fromhex("0f1f440000")        # ftrace's nop at a module's fentry site

@@ -45,6 +45,9 @@ class KpCommand(gdb.Command):
     name = ""
     summary = ""          # first line of `help <name>`
     mirrors = ""          # which /proc or debugfs file the output mirrors, if any
+    # True when the command's answer rests on no per-architecture piece (checked on arm64:
+    # tests/e2e/test_arm64_lab.py); the others refuse where gdb_kprobe/arch/ is not written
+    arch_neutral = False
 
     def __init__(self) -> None:
         self.parser = self.build_parser()
@@ -88,7 +91,9 @@ class KpCommand(gdb.Command):
             except _HelpShown:
                 return
             self.check_args(args)
-            with context.language_c():
+            if self.needs_arch_seam(args):
+                target_guards.require_arch_seam(self.name)
+            with context.language_c(), target_guards.kernel_view():
                 self.run(args)
         except KpError as exc:
             raise gdb.GdbError(str(exc)) from None
@@ -163,6 +168,11 @@ class KpCommand(gdb.Command):
         except (KpError, gdb.error, ValueError):
             return gdb.COMPLETE_NONE
         return [name[cut:] for name in found] or gdb.COMPLETE_NONE
+
+    def needs_arch_seam(self, args: argparse.Namespace) -> bool:
+        """Does this run's answer rest on gdb_kprobe/arch/ (instruction bytes, the memory
+        map, registers)? Then it is refused where the seam is not the target's."""
+        return not self.arch_neutral
 
     def check_args(self, args: argparse.Namespace) -> None:
         """Refuse argument combinations before any guard looks at the target."""

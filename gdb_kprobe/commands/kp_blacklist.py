@@ -13,6 +13,7 @@ from gdb_kprobe.ui import jsonout, jsonout_listings, render
 
 class KpBlacklist(KpCommand):
     name = "kp-blacklist"
+    arch_neutral = True       # layouts from DWARF, no instruction bytes
     summary = "List the address ranges kprobes may not be placed in, as debugfs does."
     mirrors = "/sys/kernel/debug/kprobes/blacklist (kernel/kprobes.c: kprobe_blacklist_seq_show)"
 

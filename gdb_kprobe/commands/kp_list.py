@@ -14,6 +14,7 @@ from gdb_kprobe.ui import jsonout, render
 
 class KpList(KpCommand):
     name = "kp-list"
+    arch_neutral = True       # layouts from DWARF, no instruction bytes
     summary = "List the registered kprobes exactly as /sys/kernel/debug/kprobes/list does."
     mirrors = "/sys/kernel/debug/kprobes/list (kernel/kprobes.c: show_kprobe_addr)"
 
@@ -33,6 +34,11 @@ class KpList(KpCommand):
                             help="number the lines; kp-show #N then shows line N")
         self.add_json_option(parser)
         return parser
+
+    def needs_arch_seam(self, args: argparse.Namespace) -> bool:
+        # -v names each struct kprobe's memory region from the arch's memory map (x86's so
+        # far: on arm64 it called the heap "no region the kernel maps")
+        return args.verbose
 
     def check_args(self, args: argparse.Namespace) -> None:
         if args.json and args.numbered:

@@ -13,6 +13,7 @@ from gdb_kprobe.ui import jsonout, jsonout_listings, render
 
 class KpModules(KpCommand):
     name = "kp-modules"
+    arch_neutral = True       # layouts from DWARF, no instruction bytes
     summary = ("List the loaded kernel modules; with --load DIR, load the symbols of the ones "
                "whose DIR/<name>.ko exists into gdb, at their section addresses.")
     mirrors = "/proc/modules and /sys/module/<name>/sections"

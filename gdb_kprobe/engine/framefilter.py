@@ -18,7 +18,7 @@ def label_of(frame: gdb.Frame) -> str | None:
     """The label our unwinders gave this frame (`<kprobe: ...>`, `[probed at ...]`), or
     None for an ordinary frame or with `set kp-unwind off`. `bt` shows it through the
     frame filter below, pwndbg's backtrace pane through integration/pwndbg_backtrace.py."""
-    if not unwind.enabled():
+    if not unwind.enabled() or not unwind.fits(frame.architecture().name()):
         return None
     try:
         return frame_labels.get(frame_labels.key_of(frame))

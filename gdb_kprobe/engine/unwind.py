@@ -39,9 +39,10 @@ from gdb_kprobe.engine import code_map
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
-from gdb_kprobe.target import cache, context, frame_labels, layouts, memory, symbols
+from gdb_kprobe.target import cache, context, frame_labels, guards, layouts, memory, symbols
 
-__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle"]
+__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "fits"]
+
 
 class FrameId:
     """gdb 13 wants gdb.Value attributes (gdb 14+ also has gdb.unwinder.FrameId)."""
@@ -93,6 +94,8 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         super().__init__("gdb-kprobe")
 
     def __call__(self, pending):
+        if not fits(pending.architecture().name()):
+            return None                # its register names and entry decoding are x86-64's
         try:
             return self._unwind(pending)
         except (KpError, gdb.error, gdb.MemoryError, ValueError, KeyError) as exc:
@@ -301,3 +304,9 @@ def set_enabled(enabled: bool) -> None:
 
 def enabled() -> bool:
     return _unwinder is not None and _unwinder.enabled
+
+
+def fits(architecture: str) -> bool:
+    """Does this unwinder know frames of `architecture`? Only where the arch seam in use is
+    the frame's: elsewhere gdb's own unwinders alone build the frames (bt stays gdb's)."""
+    return guards.arch_seam_fits(architecture)

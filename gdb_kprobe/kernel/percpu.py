@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import struct
 
+from gdb_kprobe import arch
 from gdb_kprobe.target import memory, symbols
 from gdb_kprobe.errors import KpError
 
@@ -29,4 +30,6 @@ def offsets() -> list[int]:
 def addresses(symbol: str) -> list[int]:
     """The address of per-CPU variable `symbol` on each CPU."""
     base = symbols.kernel_address(symbol)
-    return [base + offset for offset in offsets()]
+    # modulo 2**64: arm64's offsets (area - __per_cpu_start) wrap, its &var is a kernel
+    # address, and the sum passes 2**64 (x86-64's percpu symbols are small: no wrap there)
+    return [arch.u64(base + offset) for offset in offsets()]

@@ -2,12 +2,17 @@
 every CPU stopped (pwndbg's OnlyWhenRunning and friends)."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import gdb
 
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import context, dump
 
-__all__ = ["require_symbols", "require_stopped_target"]
+__all__ = ["require_symbols", "require_stopped_target", "require_arch_seam", "arch_seam_fits",
+           "target_architecture", "kernel_view"]
 
 
 def require_symbols() -> None:
@@ -42,3 +47,71 @@ def require_stopped_target() -> None:
     if any(t.is_running() for t in threads):
         raise running
     dump.check()        # a dump without virtual addresses: readable, or one line saying why
+
+
+def target_architecture() -> str:
+    """gdb's name of the target's architecture (i386:x86-64, aarch64): the symbol file's
+    before attaching, the target's after."""
+    return gdb.selected_inferior().architecture().name()
+
+
+def arch_seam_fits(architecture: str | None = None) -> bool:
+    """Is the architecture seam in use (gdb_kprobe/arch/) the target's?"""
+    return arch.unwritten(architecture or target_architecture()) is None
+
+
+def require_arch_seam(command: str) -> None:
+    """Refuse, in one line, a command whose answer rests on the architecture seam when the
+    seam in use is not the target's (an x86 answer about an arm64 kernel would be wrong).
+    Without a symbol file gdb's architecture is a default (i386), not the kernel's: the
+    command's own guards then say what to load."""
+    if gdb.current_progspace().filename is None:
+        return
+    architecture = target_architecture()
+    missing = arch.unwritten(architecture)
+    if missing:
+        raise KpError(f"{command}: not available on {architecture} yet: {missing}; "
+                      "kp-list (without -v), kp-modules and kp-blacklist work there")
+
+
+def _in_user_mode(seam) -> bool:
+    return seam.in_user_mode(int(gdb.newest_frame().read_register(seam.MODE_REGISTER)))
+
+
+def _cpu_in_user_mode(seam) -> bool:
+    """Is the selected CPU stopped in user mode? False when that cannot be told (running,
+    not attached): the command's own guards then say what is wrong."""
+    try:
+        return _in_user_mode(seam)
+    except gdb.error:
+        return False
+
+
+@contextlib.contextmanager
+def kernel_view() -> Iterator[None]:
+    """For one command: read the kernel through a CPU that can see it. QEMU 7.2's arm64
+    gdbstub reads with the selected CPU's permissions, so a CPU stopped at EL0 reads no
+    kernel memory; another CPU in the kernel is selected for the command, then the
+    selection (thread and frame) is put back. Nothing is asked of the target where the seam
+    says user mode hides nothing (x86-64)."""
+    seam = arch.of_architecture(target_architecture())
+    if seam is None or not seam.USER_MODE_HIDES_KERNEL or not _cpu_in_user_mode(seam):
+        yield
+        return
+    selected = gdb.selected_thread()
+    frame = gdb.selected_frame()
+    try:
+        reader = None
+        for thread in gdb.selected_inferior().threads():
+            thread.switch()
+            if thread.num != selected.num and not _in_user_mode(seam):
+                reader = thread
+                break
+        if reader is None:
+            raise KpError("every CPU is stopped in user mode, where QEMU's gdbstub cannot read "
+                          "kernel memory; continue and interrupt again")
+        yield
+    finally:
+        selected.switch()
+        if frame.is_valid():
+            frame.select()

@@ -13,6 +13,8 @@
 #include <linux/module.h>
 #include <linux/kprobes.h>
 
+#include "kp_lab_regs.h"
+
 static char symbol[KSYM_NAME_LEN] = "inet_csk_accept";
 module_param_string(symbol, symbol, KSYM_NAME_LEN, 0644);
 static unsigned int offset;
@@ -40,18 +42,16 @@ static struct kprobe kp_int3 = {
 
 static int __kprobes handler_pre(struct kprobe *p, struct pt_regs *regs)
 {
-	pr_info("kp_lab_kprobe: I am Handler Pre: <%s+0x%x> p->addr=0x%px ip=0x%lx ax=0x%lx di=0x%lx si=0x%lx dx=0x%lx cx=0x%lx sp=0x%lx flags=0x%lx\n",
-		p->symbol_name, p->offset, p->addr, regs->ip, regs->ax,
-		regs->di, regs->si, regs->dx, regs->cx, regs->sp, regs->flags);
+	pr_info("kp_lab_kprobe: I am Handler Pre: <%s+0x%x> p->addr=0x%px " KP_LAB_REGS_FMT "\n",
+		p->symbol_name, p->offset, p->addr, KP_LAB_REGS(regs));
 	return 0;
 }
 
 static void __kprobes handler_post(struct kprobe *p, struct pt_regs *regs,
 				   unsigned long flags)
 {
-	pr_info("kp_lab_kprobe: I am Handler Post: <%s+0x%x> p->addr=0x%px ip=0x%lx ax=0x%lx di=0x%lx si=0x%lx dx=0x%lx cx=0x%lx sp=0x%lx flags=0x%lx\n",
-		p->symbol_name, p->offset, p->addr, regs->ip, regs->ax,
-		regs->di, regs->si, regs->dx, regs->cx, regs->sp, regs->flags);
+	pr_info("kp_lab_kprobe: I am Handler Post: <%s+0x%x> p->addr=0x%px " KP_LAB_REGS_FMT "\n",
+		p->symbol_name, p->offset, p->addr, KP_LAB_REGS(regs));
 }
 
 static int __init kp_lab_kprobe_init(void)

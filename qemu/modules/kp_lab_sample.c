@@ -12,6 +12,8 @@
 #include <linux/module.h>
 #include <linux/kprobes.h>
 
+#include "kp_lab_regs.h"
+
 static char symbol[KSYM_NAME_LEN] = "inet_accept";
 module_param_string(symbol, symbol, KSYM_NAME_LEN, 0644);
 static unsigned int offset;
@@ -23,9 +25,9 @@ static struct kprobe kp = {
 
 static int __kprobes handler_pre(struct kprobe *p, struct pt_regs *regs)
 {
-	pr_info("kp_lab_sample: pre <%s+0x%x> p->addr=0x%px ip=0x%lx flags=0x%x di=0x%lx si=0x%lx sp=0x%lx\n",
-		p->symbol_name, p->offset, p->addr, regs->ip, p->flags, regs->di,
-		regs->si, regs->sp);
+	pr_info("kp_lab_sample: pre <%s+0x%x> p->addr=0x%px " KP_LAB_SHORT_FMT " flags=0x%x "
+		KP_LAB_ARGS_FMT "\n", p->symbol_name, p->offset, p->addr, KP_LAB_PC(regs), p->flags,
+		KP_LAB_ARGS(regs));
 	return 0;
 }
 

@@ -1,0 +1,92 @@
+"""arm64 (AArch64): what is written of its seam so far: register names, address checks,
+pointer-authentication stripping, and the kprobe's BRK and out-of-line slot encodings.
+
+Not yet the seam the commands use (gdb_kprobe/arch/__init__.py says which): no instruction
+decoders, no memory map, no unwinder rules. No gdb here, as in x86_64.py.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "NAME", "ADDRESS_MASK", "u64", "is_canonical", "strip_pac", "VA_BITS_DEFAULT",
+    "PT_REGS", "ARG_REGS", "CALLEE_SAVED", "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
+    "INSN_SIZE", "AARCH64_BREAK_MON", "KPROBES_BRK_IMM", "KPROBES_BRK_SS_IMM",
+    "BRK64_OPCODE_KPROBES", "BRK64_OPCODE_KPROBES_SS", "brk_imm", "site_kind",
+    "USER_MODE_HIDES_KERNEL", "MODE_REGISTER", "in_user_mode",
+]
+
+NAME = "aarch64"                           # gdb's architecture name
+ADDRESS_MASK = (1 << 64) - 1
+VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
+
+
+def u64(value: int) -> int:
+    """`value` as an unsigned 64-bit number. Per-CPU addresses need it on arm64:
+    __per_cpu_offset[cpu] is (area - __per_cpu_start) and wraps, and &var is a kernel
+    address, so their sum passes 2**64 (scripts/gdb/linux/cpus.py masks it the same way)."""
+    return value & ADDRESS_MASK
+
+
+def is_canonical(address: int) -> bool:
+    """A kernel (TTBR1, bits 63..52 all ones) or user (all zeros) address with up to 52-bit
+    VA (CONFIG_ARM64_VA_BITS_52). The kernel runs with TBI off for its own addresses, so a
+    tagged or PAC-signed pointer is not readable as it stands: strip_pac() it first."""
+    top = address >> 52
+    return top == 0 or top == 0xFFF
+
+
+def strip_pac(address: int, va_bits: int = VA_BITS_DEFAULT) -> int:
+    """A return address signed by paciasp (CONFIG_ARM64_PTR_AUTH_KERNEL) with its PAC
+    removed: bit 55 picks the half, and the PAC bits above VA_BITS take its value, as
+    ptrauth_strip_kernel_insn_pac() (asm/pointer_auth.h, 6.1) and xpaci do."""
+    pac_mask = ADDRESS_MASK & ~((1 << va_bits) - 1)
+    return u64(address | pac_mask) if address >> 55 & 1 else address & ~pac_mask
+
+
+# struct pt_regs (asm/ptrace.h: regs[31], sp, pc, pstate) → gdb's register names;
+# kprobe_events names them %x0..%x30, %sp, %pc (arch/arm64/kernel/ptrace.c regoffset_table)
+PT_REGS = {**{f"x{n}": f"x{n}" for n in range(31)}, "sp": "sp", "pc": "pc", "pstate": "cpsr"}
+ARG_REGS = [f"x{n}" for n in range(8)]                 # AAPCS64 arguments
+CALLEE_SAVED = [f"x{n}" for n in range(19, 30)]        # x19..x28 and the frame pointer x29
+STACK_POINTER, PROGRAM_COUNTER, RETURN_VALUE = "sp", "pc", "x0"
+
+# QEMU's gdbstub (7.2) translates a debug read with the CPU's current regime *and
+# permissions*: a CPU stopped at EL0 reads no kernel memory (x86's debug walk ignores U/S).
+USER_MODE_HIDES_KERNEL = True
+MODE_REGISTER = "cpsr"
+
+
+def in_user_mode(cpsr: int) -> bool:
+    """Is a CPU with this PSTATE (gdb's cpsr) at EL0? PSTATE.M[3:2] is the exception level."""
+    return (cpsr >> 2) & 3 == 0
+
+
+INSN_SIZE = 4                                   # AARCH64_INSN_SIZE: every instruction
+AARCH64_BREAK_MON = 0xD4200000                  # brk #0 (asm/debug-monitors.h)
+KPROBES_BRK_IMM = 0x004                         # asm/brk-imm.h: the BRK a kprobe plants
+KPROBES_BRK_SS_IMM = 0x006                      # after the copy in the out-of-line slot
+BRK64_OPCODE_KPROBES = AARCH64_BREAK_MON | KPROBES_BRK_IMM << 5
+BRK64_OPCODE_KPROBES_SS = AARCH64_BREAK_MON | KPROBES_BRK_SS_IMM << 5
+
+
+def brk_imm(word: int) -> int | None:
+    """The immediate of a BRK instruction (`brk #imm16`), or None for any other word."""
+    if word & 0xFFE0001F != AARCH64_BREAK_MON:
+        return None
+    return word >> 5 & 0xFFFF
+
+
+def site_kind(live: int, insn_slot: int, handler: int) -> str:
+    """What the live word at a probed address and the probe's arch_probe_insn
+    (asm/probes.h: api.insn, api.handler) say about how it runs
+    (arch/arm64/kernel/probes/kprobes.c arch_prepare_kprobe()):
+    "brk" with a copy stepped out of line in the slot api.insn (followed there by
+    BRK64_OPCODE_KPROBES_SS), "brk, simulated" when api.handler emulates the instruction
+    (branches, adr/adrp, literal loads: simulate-insn.c), or "not armed" when the BRK is
+    not in place (a disabled probe: the original instruction is back)."""
+    if live != BRK64_OPCODE_KPROBES:
+        return "not armed"
+    if insn_slot:
+        return "brk, stepped out of line"
+    if handler:
+        return "brk, simulated"
+    return "brk"
