@@ -168,17 +168,6 @@ def _perf_event(view: layouts.View) -> PerfEvent:
                      pid, comm, bpf_prog(prog) if prog else None)
 
 
-def _is_local(trace_kprobe: int) -> bool | None:
-    """create_local_trace_kprobe()'s probes are never put on dyn_event_list: their
-    devent.list still points at itself. `devent`: 5448d44c3855 "tracing: Add unified dynamic
-    event framework" (v5.0); None (unknown) without it."""
-    tk = layouts.layout("struct trace_kprobe")
-    if not tk.has_field("devent.list"):
-        return None
-    node = trace_kprobe + tk.offset("devent.list")
-    return memory.read_u64(node) == node
-
-
 def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
              details: Details | None = None) -> ProbeOwner:
     """The owner of `row`'s probe: for a trace_kprobe its event, perf events and BPF
@@ -188,11 +177,7 @@ def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
         return ProbeOwner(details.owner.kind, str(details.owner), details)
     event = details.event
     notes: list[str] = []
-    local = _is_local(event.address)
-    kind = "perf_kprobe" if local else "trace_event"
-    group, _, name = event.name.partition("/")
-    text = (f"perf kprobe PMU event {name} (perf_event_open, not in kprobe_events)" if local
-            else f"trace event {event.name}")
+    kind, text = details.owner.kind, str(details.owner)     # owners.attribute()'s words
     refcount, perf, progs = None, [], []
     try:
         tk = layouts.layout("struct trace_kprobe")

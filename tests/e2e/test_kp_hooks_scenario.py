@@ -134,3 +134,21 @@ def test_kp_hooks_vfs_read_text(hooks, seen):
     assert sum(line.startswith("  ftrace_ops ") for line in text.splitlines()) == \
         len(vfs_read["ftrace_ops"])
     assert "owner: kernel" not in text and "Traceback" not in text
+
+
+def test_kp_list_v_names_each_owner_as_kp_hooks_does(hooks, seen):
+    """One attribution (issue #16): kp-list -v calls each struct kprobe's owner what kp-hooks
+    calls it, a perf kprobe PMU probe included (in neither kprobe_events nor dynamic_events,
+    so never "trace event")."""
+    _, _, functions = seen
+    listed = json.loads(hooks.gdb_cmd("kp-list -v --json"))["probes"]
+    by_kprobe = {p["kprobe"]: p["details"]["owner"] for p in listed}
+    perf = 0
+    for function in functions.values():
+        for probe in function["kprobes"]:
+            owner = by_kprobe[probe["kprobe"]]
+            assert owner["kind"] == probe["owner"]["kind"], (probe, owner)
+            perf += owner["kind"] == "perf_kprobe"
+    assert perf > 0                          # the scenario's perf kprobes (kp_hookload)
+    text = hooks.gdb_cmd("kp-list -v")
+    assert text.count("owner: perf kprobe PMU event ") == perf
