@@ -10,7 +10,8 @@ embedded in a `struct trace_kprobe` (kernel/trace/trace_kprobe.c). Two kinds exi
   INIT_LIST_HEAD) and it is in neither kprobe_events nor dynamic_events.
 Its `struct trace_event_call` (tp.event->call) holds the perf events on it
 (`perf_events`, a per-CPU hlist of `struct perf_event` through `hlist_entry`, filled by
-perf_trace_add() while the event is scheduled on that CPU; `perf_refcount` counts them all)
+perf_trace_add() while the event is scheduled on that CPU; `perf_refcount` counts them all:
+a task-bound event whose task is not running now is found in that task's perf context)
 and the BPF programs attached to it (`prog_array`, a `struct bpf_prog_array` of
 `struct bpf_prog_array_item`, NULL-terminated; perf_event_attach_bpf_prog()).
 Anything else is owned as owners.attribute() decides (a module's handlers, or flagged code).
@@ -151,6 +152,76 @@ def _perf_events(call: layouts.View, notes: list[str]) -> list[PerfEvent]:
     return found
 
 
+MAX_TASKS = 100_000              # a task list walk past it is a damaged list
+
+
+def _tasks(notes: list[str]) -> list[int]:
+    """Every `struct task_struct`: the processes on init_task.tasks, each with its threads
+    (signal->thread_head through thread_node, v3.14 on); the processes alone without it."""
+    task = layouts.layout("struct task_struct")
+    init = symbols.kernel().address_of("init_task")
+    if init is None:
+        return []
+    tasks_offset = task.offset("tasks")
+
+    def fetch(node: int) -> tuple[int, int]:
+        return node - tasks_offset, memory.read_u64(node)
+
+    head = init + tasks_offset
+    walk = lists.walk(memory.read_u64(head), head, fetch, "init_task.tasks", limit=MAX_TASKS)
+    if walk.damage:
+        notes.append(walk.damage)
+    processes = [init] + walk.items
+    signal = layouts.try_layout("struct signal_struct")
+    if signal is None or not signal.has_field("thread_head") or \
+            not task.has_field("thread_node"):
+        return processes
+    node_offset = task.offset("thread_node")
+    found: list[int] = []
+    for leader in processes:
+        signal_at = memory.read_u64(leader + task.offset("signal"))
+        threads: list[int] = []
+        if signal_at:
+            thread_head = signal_at + signal.offset("thread_head")
+            threads = lists.walk(memory.read_u64(thread_head), thread_head,
+                                 lambda n: (n - node_offset, memory.read_u64(n)),
+                                 "signal->thread_head", limit=MAX_TASKS).items
+        found += threads or [leader]
+    return found
+
+
+def _task_bound_events(call_at: int, notes: list[str]) -> list[PerfEvent]:
+    """The perf events on the trace event `call_at` (event->tp_event) in the tasks' perf
+    contexts: task->perf_event_ctxp (an array of contexts before v6.2, one after:
+    bd2756811766 "perf: Rewrite core context handling"), ctx->event_list through
+    event->event_entry. Walked only when a CPU's list lacks some of perf_refcount's events."""
+    task = layouts.layout("struct task_struct")
+    event = layouts.layout("struct perf_event")
+    context = layouts.try_layout("struct perf_event_context")
+    if context is None or not task.has_field("perf_event_ctxp") or \
+            not event.has_field("tp_event") or not event.has_field("event_entry"):
+        return []
+    slots = task.field("perf_event_ctxp")
+    found: list[PerfEvent] = []
+    try:
+        tasks = _tasks(notes)
+    except KpError as exc:
+        notes.append(f"task list unreadable: {exc}")
+        return []
+    for task_at in tasks:
+        try:
+            raw = memory.read(task_at + slots.offset, slots.size)
+        except KpError:
+            continue
+        contexts = {int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)}
+        for ctx in sorted(contexts - {0}):
+            walk = lists.for_each_entry(ctx + context.offset("event_list"), event,
+                                        "event_entry", lambda v: v, "perf_event_context")
+            found += [_perf_event(view) for view in walk.items
+                      if view.ptr("tp_event") == call_at]
+    return found
+
+
 def _perf_event(view: layouts.View) -> PerfEvent:
     layout = view.layout
     owner = view.ptr("owner") if layout.has_field("owner") else 0
@@ -191,8 +262,14 @@ def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
             refcount = view.int("perf_refcount")
             perf = _perf_events(view, notes)
             if refcount and len(perf) < refcount:
-                notes.append(f"{refcount - len(perf)} more perf event(s) not on a CPU's list now "
-                             "(a task-bound event is there only while its task runs)")
+                # a task-bound event is on a CPU's list only while its task runs: the
+                # others are in their task's perf context
+                known = {event.address for event in perf}
+                perf += [event for event in _task_bound_events(call_at, notes)
+                         if event.address not in known]
+            if refcount and len(perf) < refcount:
+                notes.append(f"{refcount - len(perf)} more perf event(s) on no CPU's list and "
+                             "in no task's perf context")
         if call.has_field("prog_array"):
             progs = prog_array(view.ptr("prog_array"))
     except KpError as exc:
