@@ -53,8 +53,9 @@ class BpfProg:
 
 @dataclasses.dataclass(frozen=True)
 class PerfEvent:
-    """One `struct perf_event` on the trace event: its owner task (event->owner; NULL for an
-    in-kernel counter), its CPU (-1: any) and its BPF program (event->prog)."""
+    """One `struct perf_event` on the trace event: its owner task (event->owner, the task
+    that opened it; NULL for an in-kernel counter), its CPU (-1: any), the task it counts
+    (event->hw.target; None for a CPU-wide event) and its BPF program (event->prog)."""
 
     address: int
     id: int | None
@@ -62,12 +63,16 @@ class PerfEvent:
     owner_pid: int | None
     owner_comm: str | None
     prog: BpfProg | None
+    task_pid: int | None = None
+    task_comm: str | None = None
 
     def __str__(self) -> str:
         who = f"pid {self.owner_pid} ({self.owner_comm})" if self.owner_pid is not None \
             else "no owner task (in-kernel)"
         cpu = "any CPU" if self.cpu in (None, -1) else f"CPU {self.cpu}"
-        return f"perf event {self.id if self.id is not None else '?'} of {who}, {cpu}"
+        task = f", task {self.task_pid} ({self.task_comm})" if self.task_pid is not None \
+            else ""
+        return f"perf event {self.id if self.id is not None else '?'} of {who}, {cpu}{task}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,18 +230,28 @@ def _task_bound_events(call_at: int, notes: list[str]) -> list[PerfEvent]:
 def _perf_event(view: layouts.View) -> PerfEvent:
     layout = view.layout
     owner = view.ptr("owner") if layout.has_field("owner") else 0
-    pid, comm = None, None
-    if owner:
-        task = layouts.layout("struct task_struct")
-        comm = layouts.printable(memory.read_cstring(owner + task.offset("comm"), 16))
-        pid = int.from_bytes(memory.read(owner + task.offset("pid"), 4), "little", signed=True)
+    pid, comm = _pid_comm(owner)
+    # hw.target: perf_event_alloc() sets it for an event bound to a task (pid >= 0)
+    target = view.ptr("hw.target") if layout.has_field("hw.target") else 0
+    task_pid, task_comm = _pid_comm(target)
     # event->prog: CONFIG_BPF_SYSCALL with CONFIG_EVENT_TRACING
     prog = view.ptr("prog") if layout.has_field("prog") else 0
     cpu = view.int("cpu") if layout.has_field("cpu") else None
     if cpu is not None and cpu >= 1 << 31:
         cpu -= 1 << 32
     return PerfEvent(view.address, view.int("id") if layout.has_field("id") else None, cpu,
-                     pid, comm, bpf_prog(prog) if prog else None)
+                     pid, comm, bpf_prog(prog) if prog else None, task_pid, task_comm)
+
+
+def _pid_comm(task_at: int) -> tuple[int | None, str | None]:
+    """pid and comm of a `struct task_struct`, (None, None) for NULL; comm escaped (a task
+    names itself)."""
+    if not task_at:
+        return None, None
+    task = layouts.layout("struct task_struct")
+    comm = layouts.printable(memory.read_cstring(task_at + task.offset("comm"), 16))
+    pid = int.from_bytes(memory.read(task_at + task.offset("pid"), 4), "little", signed=True)
+    return pid, comm
 
 
 def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,

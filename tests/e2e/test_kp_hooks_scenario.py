@@ -81,9 +81,12 @@ def matches(hook, function: dict) -> bool:
             # the task-bound event)
             assert all((e["owner_pid"], e["owner_comm"]) == (facts["holder_pid"], HOLDER)
                        for e in probe["owner"]["perf_events"]), probe["owner"]
-            assert [e["cpu"] for e in probe["owner"]["perf_events"]
+            # and for the task-bound one (pid=N in kp_hookload's line) the task it counts
+            bound = (None, None) if facts["pid"] == -1 else (facts["pid"], HOLDER)
+            assert [(e["cpu"], e["task_pid"], e["task_comm"])
+                    for e in probe["owner"]["perf_events"]
                     if e["bpf_prog"] and e["bpf_prog"]["id"] == facts["prog_id"]] == \
-                [facts["cpu"]], probe["owner"]
+                [(facts["cpu"], *bound)], probe["owner"]
         return bool(found)
     ops = function["ftrace_ops"]
     if kind == "fprobe_event":
