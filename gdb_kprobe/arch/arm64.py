@@ -1,8 +1,9 @@
 """arm64 (AArch64): what is written of its seam so far: register names, address checks,
 pointer-authentication stripping, and the kprobe's BRK and out-of-line slot encodings.
 
-Not yet the seam the commands use (gdb_kprobe/arch/__init__.py says which): no instruction
-decoders, no memory map, no unwinder rules. No gdb here, as in x86_64.py.
+Selected at run time for an aarch64 target (gdb_kprobe/arch/__init__.py select()); the
+commands it is written for are in COMMANDS. Not yet: instruction decoders for kp-check, the
+memory map, unwinder rules. No gdb here, as in x86_64.py.
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ __all__ = [
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
+# What this module meets so far beyond the arch-neutral commands (kp-list, kp-modules,
+# kp-blacklist), each checked on the guest by tests/e2e/test_arm64_lab.py: command names,
+# and "bt" for the unwinder and frame filter. Any other command refuses in one line
+# (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
+COMPLETE = False
+COMMANDS: tuple[str, ...] = ()
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 

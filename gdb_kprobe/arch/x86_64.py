@@ -19,6 +19,8 @@ __all__ = [
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
+COMPLETE = True                            # every command and the unwinder are written for it
+COMMANDS: tuple[str, ...] = ()
 ADDRESS_MASK = (1 << 64) - 1
 
 
