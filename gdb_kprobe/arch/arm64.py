@@ -12,7 +12,9 @@ __all__ = [
     "PT_REGS", "ARG_REGS", "CALLEE_SAVED", "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
     "INSN_SIZE", "AARCH64_BREAK_MON", "KPROBES_BRK_IMM", "KPROBES_BRK_SS_IMM",
     "BRK64_OPCODE_KPROBES", "BRK64_OPCODE_KPROBES_SS", "brk_imm", "site_kind",
-    "USER_MODE_HIDES_KERNEL", "MODE_REGISTER", "in_user_mode",
+    "USER_MODE_HIDES_KERNEL", "MODE_REGISTER", "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM",
+    "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
+    "memory_map",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -21,7 +23,7 @@ NAME = "aarch64"                           # gdb's architecture name
 # and "bt" for the unwinder and frame filter. Any other command refuses in one line
 # (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
 COMPLETE = False
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("kp-show",)
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 
@@ -97,3 +99,49 @@ def site_kind(live: int, insn_slot: int, handler: int) -> str:
     if handler:
         return "brk, simulated"
     return "brk"
+
+
+# -- kp-show: what a probed address holds, and the out-of-line slot ----------------------
+# arch/arm64/kernel/probes/kprobes.c: arch_arm_kprobe() writes BRK64_OPCODE_KPROBES over the
+# instruction; arch_prepare_kprobe() either copies it into an XOL slot followed by
+# BRK64_OPCODE_KPROBES_SS (arch_prepare_ss_slot(), api.insn) or, for instructions that read
+# the pc (branches, adr/adrp, literal loads: decode-insn.c), leaves api.insn NULL and
+# simulates them with api.handler (simulate-insn.c).
+SITE_BYTES = INSN_SIZE
+TRAP_MECHANISM = "brk"
+TRAP_EXPLANATION = ("the instruction is now brk #0x4 (KPROBES_BRK_IMM): the CPU traps into "
+                    "kprobe_breakpoint_handler(), which runs the pre_handler, then steps the "
+                    "copy in the out-of-line slot (ainsn.api.insn, ended by brk #0x6) or "
+                    "simulates the instruction (ainsn.api.handler), then the post_handler")
+SLOT_FIELD = "ainsn.api.insn"
+SIMULATE_FIELD = "ainsn.api.handler"
+
+
+def site_mechanism(live: bytes, optimized: bool, ftrace: bool) -> str:
+    """What the live word at an armed probe's address says (arm64 has neither optprobes
+    nor, in Debian's 6.1, kprobes on ftrace: every armed probe is a BRK)."""
+    if len(live) == INSN_SIZE and int.from_bytes(live, "little") == BRK64_OPCODE_KPROBES:
+        return TRAP_MECHANISM
+    return "unexpected"
+
+
+def slot_insns(boostable: int | None) -> int:
+    """The slot holds the copied instruction, then BRK64_OPCODE_KPROBES_SS."""
+    return 2
+
+
+def memory_map(info: dict[str, str], variable) -> tuple[tuple[int, int], ...]:
+    """(modules, vmalloc, linear map) as [start, end) pairs. arch_crash_save_vmcoreinfo()
+    (arch/arm64/kernel/crash_core.c, 6.1; vmcore_info.c, 6.12) reports MODULES_VADDR/END and
+    VMALLOC_START/END in vmcoreinfo (`info`); the linear map is [PAGE_OFFSET, PAGE_END) =
+    [-2**VA_BITS, -2**(VA_BITS_MIN - 1)) (asm/memory.h). Without vmcoreinfo: VA_BITS 48, a
+    128 MiB module area below the image at _PAGE_END(48) (6.1), vmalloc from its end."""
+    def number(key: str, default: int) -> int:
+        text = info.get(f"NUMBER({key})")
+        return int(text, 0) if text else default
+    va_bits = number("VA_BITS", VA_BITS_DEFAULT)           # decimal (VMCOREINFO_NUMBER)
+    page_end = u64(-(1 << (min(va_bits, 48) - 1)))
+    modules = (number("MODULES_VADDR", page_end), number("MODULES_END", page_end + (128 << 20)))
+    vmalloc = (number("VMALLOC_START", modules[1]),
+               number("VMALLOC_END", number("VMEMMAP_START", ADDRESS_MASK) - (256 << 20)))
+    return modules, vmalloc, (u64(-(1 << va_bits)), page_end)

@@ -1,8 +1,10 @@
 """The lab on arm64 (`--kernels 6.1-arm64,6.12-arm64`): Debian's cloud-arm64 kernel under
 qemu-system-aarch64 (TCG, pointer authentication on), gdb-multiarch attached.
 
-kp-list against the guest's own /sys/kernel/debug/kprobes/list, and the one-line refusal of
-the commands whose arch seam (gdb_kprobe/arch/) is not written for aarch64 yet. The x86
+kp-list against the guest's own /sys/kernel/debug/kprobes/list; kp-show's BRK sites, their
+out-of-line slots or simulate_*() handlers and kretprobe instances against the guest's live
+memory, /proc/kallsyms and its tasks; and the one-line refusal of the commands whose arch
+seam (gdb_kprobe/arch/) is not written for aarch64 yet. The x86
 files (test_kp_list.py ...) ask for x86 shapes ([FTRACE], [OPTIMIZED], int3): `make test`
 runs this file alone on ARM64_KERNELS.
 """
@@ -18,7 +20,7 @@ from qemu.lab import ACCEPT_TRAFFIC
 
 EVENTS = "/sys/kernel/tracing/kprobe_events"
 # every command whose answer rests on instruction decoders, the memory map or the unwinder
-SEAM_COMMANDS = ["kp-list -v", "kp-show inet_accept", "kp-check inet_accept", "kp-locals inet_accept",
+SEAM_COMMANDS = ["kp-list -v", "kp-check inet_accept", "kp-locals inet_accept",
                  "kp-sim inet_accept", "kp-where", "kp-kaslr"]
 
 
@@ -123,6 +125,129 @@ def test_a_cpu_stopped_in_user_mode_does_not_hide_the_kernel(session, gdb_binary
         assert tested, "no stop found a CPU at EL0: nothing was tested"
     finally:
         session.guest("kill $(cat /tmp/spin)")
+
+
+# asm/debug-monitors.h, asm/brk-imm.h: what a kprobe writes over the instruction, and what
+# ends the copy in its out-of-line slot
+BRK_KPROBES, BRK_KPROBES_SS = 0xD4200080, 0xD42000C0
+LIST = "/sys/kernel/debug/kprobes/list"
+
+
+def show(session, place: str) -> str:
+    out = session.gdb_cmd(f"kp-show {place}")
+    assert "Traceback" not in out and "internal error" not in out and \
+        "not available" not in out, out
+    return out
+
+
+def word(session, address: int, from_file: bool = False) -> int:
+    """The 32-bit word at `address`: live memory, or the vmlinux file's."""
+    if from_file:
+        session.gdb_cmd("set trust-readonly-sections on")
+    try:
+        return int(session.gdb_cmd(f"x/wx {address:#x}").split()[-1], 16)
+    finally:
+        if from_file:
+            session.gdb_cmd("set trust-readonly-sections off")
+
+
+def kallsyms(session, name: str) -> list[int]:
+    """Addresses of `name` in the guest's own /proc/kallsyms."""
+    lines = session.guest(f"grep ' {name}' /proc/kallsyms").splitlines()
+    return [int(line.split()[0], 16) for line in lines if line.split()[2:3] == [name]]
+
+
+def listed(session, place: str) -> int:
+    """The address of the probe the guest lists at `place` (debugfs kprobes/list)."""
+    lines = [line for line in session.guest(f"cat {LIST}").splitlines()
+             if f" {place} " in line + " "]
+    assert lines, f"{place} not in {LIST}"
+    return int(lines[0].split()[0], 16)
+
+
+def test_brk_stepped_out_of_line(session):
+    """The scenario's kp_inner in inet_accept (a mov): brk #0x4 in live text, the copy and
+    brk #0x6 in a slot of a kprobe insn page the guest's /proc/kallsyms names."""
+    place = re.search(r" (inet_accept\+0x[0-9a-f]+) ", session.guest(f"cat {LIST}")).group(1)
+    address = listed(session, place)
+    out = show(session, place)
+    assert f"{place} ({address:#x}): 1 probe" in out
+    assert "mechanism: brk:" in out
+    assert word(session, address) == BRK_KPROBES
+    live = out.split("live memory:\n")[1].splitlines()[0]
+    assert re.search(r"80 00 20 d4\s+brk\s+#0x4$", live), live
+    saved = int(re.search(r"saved opcode \(kprobe\.opcode\): (0x[0-9a-f]+)", out).group(1), 16)
+    assert saved == word(session, address, from_file=True)
+    slot = int(re.search(r"single-step copy \(ainsn\.api\.insn @ (0x[0-9a-f]+)\):", out).group(1),
+               16)
+    assert (word(session, slot), word(session, slot + 4)) == (saved, BRK_KPROBES_SS)
+    assert slot & ~0xFFF in kallsyms(session, "kprobe_insn_page"), hex(slot)
+
+
+def _first(session, mnemonic: str) -> tuple[str, int]:
+    """(function, offset) of the first `mnemonic` in a few functions, from the vmlinux file
+    (offsets from the guest's kallsyms: the patchable-entry nops count)."""
+    for function in ("inet_accept", "vfs_read", "do_sys_openat2", "inet_csk_accept"):
+        start = kallsyms(session, function)[0]
+        session.gdb_cmd("set trust-readonly-sections on")
+        try:
+            listing = session.gdb_cmd(f"x/100i {start:#x}")
+        finally:
+            session.gdb_cmd("set trust-readonly-sections off")
+        for address, label, name in re.findall(r"^\s*(?:=> )?(0x[0-9a-f]+) <([^>+]*)[^:]*:\s+(\S+)",
+                                               listing, re.M):
+            if name == mnemonic and label == function and int(address, 16) > start:
+                return function, int(address, 16) - start
+    raise AssertionError(f"no {mnemonic} found")
+
+
+@pytest.mark.parametrize("mnemonic, handler", [("bl", "simulate_b_bl"),
+                                               ("adrp", "simulate_adr_adrp")])
+def test_simulated_instruction(session, mnemonic, handler):
+    """An instruction that reads the pc has no slot: decode-insn.c gives it a simulate_*()
+    handler (ainsn.api.handler), and the guest's trace event on it is armed with brk #0x4."""
+    function, offset = _first(session, mnemonic)
+    place = f"{function}+{offset:#x}"
+    event = f"kp_sim_{mnemonic}"
+    answer = session.guest(f"echo 'p:kprobes/{event} {place}' >> {EVENTS} && "
+                           f"echo 1 > /sys/kernel/tracing/events/kprobes/{event}/enable && echo ok")
+    try:
+        assert answer.strip().endswith("ok"), answer
+        address = listed(session, place)
+        out = show(session, place)
+        assert "mechanism: brk:" in out and word(session, address) == BRK_KPROBES
+        assert f"single-step copy (ainsn.api.insn): none: simulated by {handler} " in out, out
+        file_line = out.split("vmlinux file:\n")[1].splitlines()[0]
+        assert re.search(rf"\s{mnemonic}\s", file_line), file_line
+    finally:       # the later tests count the probes on inet_csk_accept
+        session.guest(f"echo 0 > /sys/kernel/tracing/events/kprobes/{event}/enable; "
+                      f"echo '-:kprobes/{event}' >> {EVENTS}")
+
+
+def _module_kretprobe(out: str) -> str:
+    return out.split("owner: module kp_lab_kretprobe")[1].split("\nprobe ")[0]
+
+
+def test_kretprobe_instances_and_the_tasks_holding_them(session, kernel):
+    """The lab module's kretprobe on inet_csk_accept (maxactive 20): none in use, then one
+    held by an `nc -l` blocked in accept(), named with its pid and real return address."""
+    # arm64 has no rethook (no HAVE_RETHOOK, 6.12 either): the kretprobe's own pool of
+    # kretprobe_instance, a freelist on 6.1, an objpool since 6.7
+    pool = "kretprobe freelist" if kernel.startswith("6.1-") else "kretprobe objpool"
+    block = _module_kretprobe(show(session, "inet_csk_accept+0"))
+    assert re.search(rf"0 in use, 20 free of 20 \({pool}\)", block), block
+    session.guest("(nc -l -p 5556 > /dev/null &) ; sleep 0.5")
+    try:
+        pid = int(session.guest("pidof nc").split()[0])
+        assert "inet_csk" in session.guest(f"cat /proc/{pid}/wchan; echo")
+        block = _module_kretprobe(show(session, "inet_csk_accept+0"))
+        assert re.search(rf"1 in use, 19 free of 20 \({pool}\)", block), block
+        assert re.search(rf"^      nc\[{pid}\]: returns to inet_accept\+0x[0-9a-f]+ "
+                         r"\(frame 0x[0-9a-f]+\)$", block, re.M), block
+    finally:
+        session.guest("killall nc; sleep 0.3")
+    block = _module_kretprobe(show(session, "inet_csk_accept+0"))
+    assert re.search(rf"0 in use, 20 free of 20 \({pool}\)", block), block
 
 
 def test_runtime_changes_and_module_text(session):
