@@ -23,7 +23,7 @@ NAME = "aarch64"                           # gdb's architecture name
 # and "bt" for the unwinder and frame filter. Any other command refuses in one line
 # (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
 COMPLETE = False
-COMMANDS: tuple[str, ...] = ("kp-show",)
+COMMANDS: tuple[str, ...] = ("kp-list", "kp-show")
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 

@@ -92,8 +92,9 @@ def require_arch_seam(command: str) -> None:
 def _working(architecture: str) -> str:
     """The commands that do work on `architecture`, in words."""
     seam = arch.of_architecture(architecture)
-    names = ["kp-list (without -v)", "kp-modules", "kp-blacklist",
-             *(name for name in getattr(seam, "COMMANDS", ()) if name.startswith("kp-"))]
+    covered = [name for name in getattr(seam, "COMMANDS", ()) if name.startswith("kp-")]
+    names = ["kp-list" if "kp-list" in covered else "kp-list (without -v)", "kp-modules",
+             "kp-blacklist", *(name for name in covered if name != "kp-list")]
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 

@@ -10,8 +10,12 @@ runs this file alone on ARM64_KERNELS.
 """
 from __future__ import annotations
 
+import json
+import pathlib
 import re
 import time
+
+import jsonschema
 
 import pytest
 
@@ -19,8 +23,9 @@ from qemu import kernels
 from qemu.lab import ACCEPT_TRAFFIC
 
 EVENTS = "/sys/kernel/tracing/kprobe_events"
+SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema"
 # every command whose answer rests on instruction decoders, the memory map or the unwinder
-SEAM_COMMANDS = ["kp-list -v", "kp-check inet_accept", "kp-locals inet_accept",
+SEAM_COMMANDS = ["kp-check inet_accept", "kp-locals inet_accept",
                  "kp-sim inet_accept", "kp-where", "kp-kaslr"]
 
 
@@ -219,6 +224,8 @@ def test_simulated_instruction(session, mnemonic, handler):
         assert f"single-step copy (ainsn.api.insn): none: simulated by {handler} " in out, out
         file_line = out.split("vmlinux file:\n")[1].splitlines()[0]
         assert re.search(rf"\s{mnemonic}\s", file_line), file_line
+        step = document(session, f"kp-show --json {place}")["single_step"]
+        assert step["slot"] == "0x0" and step["simulated_by"]["symbol"] == handler, step
     finally:       # the later tests count the probes on inet_csk_accept
         session.guest(f"echo 0 > /sys/kernel/tracing/events/kprobes/{event}/enable; "
                       f"echo '-:kprobes/{event}' >> {EVENTS}")
@@ -244,10 +251,36 @@ def test_kretprobe_instances_and_the_tasks_holding_them(session, kernel):
         assert re.search(rf"1 in use, 19 free of 20 \({pool}\)", block), block
         assert re.search(rf"^      nc\[{pid}\]: returns to inet_accept\+0x[0-9a-f]+ "
                          r"\(frame 0x[0-9a-f]+\)$", block, re.M), block
+        shown = document(session, "kp-show --json inet_csk_accept+0")
+        instances = next(p["instances"] for p in shown["probes"] if p["instances"])
+        assert [h["name"] for h in instances["holders"]] == [f"nc[{pid}]"], instances
     finally:
         session.guest("killall nc; sleep 0.3")
     block = _module_kretprobe(show(session, "inet_csk_accept+0"))
     assert re.search(rf"0 in use, 20 free of 20 \({pool}\)", block), block
+
+
+def document(session, command: str) -> dict:
+    """A kp-show --json document, valid against docs/schema/kp-show.json."""
+    out = session.gdb_cmd(command)
+    found = json.loads(out)
+    schema = json.loads((SCHEMAS / "kp-show.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(found)
+    return found
+
+
+def test_verbose_list_names_each_owner(session):
+    """kp-list -v: the memory map is arm64's (vmcoreinfo), so a trace event's struct kprobe
+    in the linear map and the modules' in module space are named, none flagged."""
+    debugfs, _ = session.list_pair()
+    out = session.gdb_cmd("kp-list -v")
+    assert "not available" not in out and "warning" not in out, out
+    rows = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert "\n".join(rows) + "\n" == debugfs
+    owners = re.findall(r"owner: (trace event \S+|module \S+)", out)
+    assert len(owners) == len(rows), out
+    assert {"module kp_lab_kprobe", "module kp_lab_kretprobe", "trace event kprobes/kp_inner"} \
+        <= set(owners), owners
 
 
 def test_runtime_changes_and_module_text(session):
