@@ -16,7 +16,8 @@ __all__ = [
     "unemulated_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE", "USER_MODE_HIDES_KERNEL", "MODE_REGISTER",
     "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
-    "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map",
+    "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
+    "jump_site_size", "STATIC_CALL_SIZE",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -184,3 +185,13 @@ def memory_map(info: dict[str, str], variable) -> tuple[tuple[int, int], ...]:
     vmalloc_size = VMALLOC_SIZE_L5 if level5 else VMALLOC_SIZE_L4
     return ((START_KERNEL_MAP + image_size, MODULES_END), (vmalloc, vmalloc + vmalloc_size),
             (page_offset, page_offset + direct_size))
+
+
+# -- kp-check: code sites the kernel patches (kernel/patchsites.py) ----------------------
+JUMP_SITE_MAX = REL32_SIZE                # a static key's jmp32 / nop5
+STATIC_CALL_SIZE = REL32_SIZE             # a static call's call/jmp rel32
+
+
+def jump_site_size(head: bytes) -> int:
+    """arch_jump_entry_size(): a jmp8 or a 2-byte nop, else 5 bytes (`head`: 2 live bytes)."""
+    return 2 if head[0] == JMP8 or head == NOP2 else REL32_SIZE
