@@ -215,8 +215,10 @@ def _not_steppable(word: int) -> str | None:
             if hit:
                 return why
         if _is(word, "mrs"):
-            return None if (word & 0x1FFFE0) >> 5 == _SPCLREG_DAIF else \
-                "an mrs of a system register other than DAIF"
+            # `return aarch64_insn_extract_system_reg(insn) != AARCH64_INSN_SPCLREG_DAIF`:
+            # every mrs is stepped except a read of DAIF, which would see the stepping's
+            # own masked DAIF
+            return "an mrs of DAIF" if (word & 0x1FFFE0) >> 5 == _SPCLREG_DAIF else None
         if _is(word, "hint") and word & 0xFE0 not in _STEPPABLE_HINTS:
             return "a hint other than nop, bti, xpaclri and the pac* that sign"
         return None

@@ -10,8 +10,10 @@ runs this file alone on ARM64_KERNELS.
 """
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
+import random
 import re
 import time
 
@@ -19,7 +21,7 @@ import jsonschema
 
 import pytest
 
-from qemu import kernels
+from qemu import kernels, oracle
 from qemu.lab import ACCEPT_TRAFFIC
 
 EVENTS = "/sys/kernel/tracing/kprobe_events"
@@ -281,6 +283,45 @@ def test_verbose_list_names_each_owner(session):
     assert len(owners) == len(rows), out
     assert {"module kp_lab_kprobe", "module kp_lab_kretprobe", "trace event kprobes/kp_inner"} \
         <= set(owners), owners
+
+
+def _arm64_places(session) -> list:
+    """Places from the vmlinux (System.map, a fixed seed as qemu/oracle.py's): function
+    entries, every instruction of a few functions (stepped, simulated, rejected: mrs,
+    autiasp, exclusives...) and offsets between instructions."""
+    rng = random.Random(oracle.SEED)
+    functions = oracle.SymbolMap.read(session.lab.files.system_map).text_functions()
+    places = [oracle.Place(name, "entry_sym", addr, "arm64: kp_oracle is not loaded")
+              for name, addr, _ in sorted(rng.sample(functions, 30), key=lambda f: f[1])]
+    sized = sorted(rng.sample([f for f in functions if 0x40 <= f[2] <= 0x200], 6))
+    by_name = {name: (addr, size) for name, addr, size in functions}
+    for name, addr, size in [("inet_accept", *by_name["inet_accept"]), *sized]:
+        for offset in range(0, min(size, 40 * 4), 4):
+            places.append(oracle.Place(f"{name}+{offset:#x}", "boundary", addr + offset,
+                                       "arm64: kp_oracle is not loaded"))
+        for offset in sorted(rng.sample(range(size), 4)):
+            if offset % 4:
+                places.append(oracle.Place(f"{name}+{offset:#x}", "mid_insn", addr + offset,
+                                           "arm64: kp_oracle is not loaded"))
+    return places
+
+
+def test_kp_check_agrees_with_the_guests_kprobe_events(session):
+    """kp-check's kprobe_events verdict against the guest's own on ~300 places: alignment,
+    arm_kprobe_decode_insn()'s rejections (mrs, hints, exclusives, ...), ftrace's bl slot
+    without KPROBES_ON_FTRACE, functions without an ftrace site."""
+    places = _arm64_places(session)
+    verdicts = oracle.ask_kernel(session.guest, places)
+    schema = json.loads((SCHEMAS / "kp-check.json").read_text())
+    ours = oracle.kp_check_documents(session.gdb_cmd, [p.spec for p in places],
+                                     validate=jsonschema.Draft202012Validator(schema).validate)
+    mismatches = oracle.compare(places, verdicts, ours)
+    assert not mismatches, oracle.mismatch_table(mismatches)
+    refused = collections.Counter(v["kprobe_events"].errno for v in verdicts
+                                  if not v["kprobe_events"].accepted)
+    reasons = " ".join((entry.get("kprobe_events") or {}).get("reason") or "" for entry in ours)
+    assert sum(v["kprobe_events"].accepted for v in verdicts) > 50 and refused["EINVAL"] > 20
+    assert "arm_kprobe_decode_insn" in reasons and "4-byte aligned" in reasons, refused
 
 
 def test_runtime_changes_and_module_text(session):
