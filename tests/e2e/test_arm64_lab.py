@@ -3,8 +3,9 @@ qemu-system-aarch64 (TCG, pointer authentication on), gdb-multiarch attached.
 
 kp-list against the guest's own /sys/kernel/debug/kprobes/list; kp-show's BRK sites, their
 out-of-line slots or simulate_*() handlers and kretprobe instances against the guest's live
-memory, /proc/kallsyms and its tasks; and the one-line refusal of the commands whose arch
-seam (gdb_kprobe/arch/) is not written for aarch64 yet. The x86
+memory, /proc/kallsyms and its tasks; kp-check against the guest's kprobe_events on seeded
+places; and the one-line refusal of the commands whose arch seam (gdb_kprobe/arch/) is not
+written for aarch64 yet. The x86
 files (test_kp_list.py ...) ask for x86 shapes ([FTRACE], [OPTIMIZED], int3): `make test`
 runs this file alone on ARM64_KERNELS.
 """
