@@ -22,7 +22,7 @@ SEAMS: dict[str, ModuleType] = {x86_64.NAME: x86_64, arm64.NAME: arm64}
 # "unwritten" there, any other name is an ordinary AttributeError
 _SEAM_NAMES = frozenset(name for seam in SEAMS.values() for name in seam.__all__)
 
-__all__ = ["select", "selected", "unwritten", "covers", "Unwritten", "SEAMS", "of_architecture"]
+__all__ = ["select", "selected", "select_covering", "unwritten", "covers", "Unwritten", "SEAMS", "of_architecture"]
 
 
 class Unwritten(KpError, AttributeError):
@@ -80,6 +80,15 @@ def covers(gdb_architecture: str, command: str) -> bool:
     COMMANDS says which it has been checked for; a complete module covers every command."""
     seam = SEAMS.get(gdb_architecture)
     return seam is not None and (seam.COMPLETE or command in seam.COMMANDS)
+
+
+def select_covering(gdb_architecture: str, command: str) -> bool:
+    """select(gdb_architecture), then covers(gdb_architecture, command), in one call: the
+    unwinder asks per frame, so an unchanged architecture costs a comparison and a flag."""
+    if gdb_architecture != _state["architecture"]:
+        select(gdb_architecture)
+    seam = _state["seam"]
+    return seam is not None and (seam.COMPLETE or command in seam.COMMANDS)   # type: ignore
 
 
 def __getattr__(name: str):

@@ -70,9 +70,7 @@ def select_seam(architecture: str | None = None):
 def arch_seam_fits(architecture: str | None = None, command: str = "bt") -> bool:
     """Select the target's seam; does it meet what `command` needs ("bt": the unwinder and
     the frame filter)?"""
-    architecture = architecture or target_architecture()
-    arch.select(architecture)
-    return arch.covers(architecture, command)
+    return arch.select_covering(architecture or target_architecture(), command)
 
 
 def require_arch_seam(command: str) -> None:
