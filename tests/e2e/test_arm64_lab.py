@@ -153,7 +153,14 @@ def word(session, address: int, from_file: bool = False) -> int:
     if from_file:
         session.gdb_cmd("set trust-readonly-sections on")
     try:
-        return int(session.gdb_cmd(f"x/wx {address:#x}").split()[-1], 16)
+        # QEMU 7.2 reads with the selected CPU's permissions: a CPU stopped at EL0 reads no
+        # kernel memory (what kp-* commands' kernel_view works around), so try each CPU
+        for number in range(1, session.lab.cpus + 1):
+            session.gdb.execute(f"thread {number}")
+            out = session.gdb_cmd(f"x/wx {address:#x}")
+            if "Cannot access memory" not in out:
+                return int(out.split()[-1], 16)
+        raise AssertionError(f"no CPU reads {address:#x}: {out}")
     finally:
         if from_file:
             session.gdb_cmd("set trust-readonly-sections off")
