@@ -245,3 +245,18 @@ def test_an_exclusive_sequence_is_found_walking_back():
     assert arm64.in_atomic_sequence([mov, ldxr, mov])          # nearest first
     assert not arm64.in_atomic_sequence([mov, stxr, ldxr])     # the sequence ended before
     assert not arm64.in_atomic_sequence([mov, mov])
+
+
+def test_memory_map_from_vmcoreinfo():
+    """arm64's regions from vmcoreinfo (arch_crash_save_vmcoreinfo(): VA_BITS decimal, the
+    rest hex), and the same from the headers' defaults without it (6.1, VA_BITS 48)."""
+    from gdb_kprobe.arch import arm64
+    info = {"NUMBER(VA_BITS)": "48", "NUMBER(MODULES_VADDR)": "0xffff800000000000",
+            "NUMBER(MODULES_END)": "0xffff800008000000",
+            "NUMBER(VMALLOC_START)": "0xffff800008000000",
+            "NUMBER(VMALLOC_END)": "0xfffffbffefff0000"}
+    modules, vmalloc, linear = arm64.memory_map(info, lambda _name: None)
+    assert modules == (0xFFFF800000000000, 0xFFFF800008000000)
+    assert vmalloc == (0xFFFF800008000000, 0xFFFFFBFFEFFF0000)
+    assert linear == (0xFFFF000000000000, 0xFFFF800000000000)
+    assert arm64.memory_map({}, lambda _name: None)[:1] == (modules,)
