@@ -15,10 +15,14 @@ __all__ = [
     "VMALLOC_START_L5", "VMALLOC_SIZE_L4", "VMALLOC_SIZE_L5",
     "unemulated_insn",
     "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE", "USER_MODE_HIDES_KERNEL", "MODE_REGISTER",
-    "in_user_mode",
+    "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
+    "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
+    "jump_site_size", "STATIC_CALL_SIZE",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
+COMPLETE = True                            # every command and the unwinder are written for it
+COMMANDS: tuple[str, ...] = ()
 ADDRESS_MASK = (1 << 64) - 1
 
 
@@ -137,3 +141,57 @@ PAGE_OFFSET_L4, PAGE_OFFSET_L5 = 0xFFFF888000000000, 0xFF11000000000000
 DIRECT_MAP_SIZE_L4, DIRECT_MAP_SIZE_L5 = 64 << 40, 32 << 50        # 64 TiB, 32 PiB
 VMALLOC_START_L4, VMALLOC_START_L5 = 0xFFFFC90000000000, 0xFFA0000000000000
 VMALLOC_SIZE_L4, VMALLOC_SIZE_L5 = 32 << 40, 12800 << 40           # 32 TiB, 12800 TiB
+
+
+# -- kp-show: what a probed address holds, and the single-step copy ----------------------
+SITE_BYTES = 1                            # what site_mechanism() needs of the live code
+TRAP_MECHANISM = "int3"
+TRAP_EXPLANATION = ("the first byte is now int3: the CPU traps into kprobe_int3_handler(), "
+                    "which runs the pre_handler, single-steps the copy in ainsn.insn, then "
+                    "the post_handler")
+SLOT_FIELD = "ainsn.insn"                 # struct kprobe's single-step copy
+SIMULATE_FIELD = None                     # x86 emulates in place (ainsn.emulate_op), no slot-less kind
+
+
+def site_mechanism(live: bytes, optimized: bool, ftrace: bool) -> str:
+    """What the first live byte at an armed probe's address says, given its flags."""
+    first = live[0] if live else None
+    if first == JMP32 and optimized:
+        return "optprobe jmp"
+    if first == CALL32 and ftrace:
+        return "ftrace call"
+    if first == INT3:
+        return TRAP_MECHANISM
+    return "unexpected"
+
+
+def slot_insns(boostable: int | None) -> int:
+    """Instructions to show of the copy: a boosted copy ends with a jmp back."""
+    return 2 if boostable else 1
+
+
+def memory_map(info: dict[str, str], variable) -> tuple[tuple[int, int], ...]:
+    """(modules, vmalloc, direct map) as [start, end) pairs. MODULES_VADDR =
+    __START_KERNEL_map + KERNEL_IMAGE_SIZE, which the kernel reports in vmcoreinfo (`info`;
+    1 GiB with CONFIG_RANDOMIZE_BASE). Without vmcoreinfo the 512 MiB default is taken:
+    with a 1 GiB image area that only adds the unmapped tail of the image area, where
+    nothing lives. page_offset_base and vmalloc_base are variables (`variable(name)`, None
+    when absent) with CONFIG_DYNAMIC_MEMORY_LAYOUT, else the 4-level constants hold."""
+    image_size = int(info.get("NUMBER(KERNEL_IMAGE_SIZE)", KERNEL_IMAGE_SIZE_FIXED))
+    level5 = info.get("NUMBER(pgtable_l5_enabled)") == "1"
+    page_offset = variable("page_offset_base") or (PAGE_OFFSET_L5 if level5 else PAGE_OFFSET_L4)
+    vmalloc = variable("vmalloc_base") or (VMALLOC_START_L5 if level5 else VMALLOC_START_L4)
+    direct_size = DIRECT_MAP_SIZE_L5 if level5 else DIRECT_MAP_SIZE_L4
+    vmalloc_size = VMALLOC_SIZE_L5 if level5 else VMALLOC_SIZE_L4
+    return ((START_KERNEL_MAP + image_size, MODULES_END), (vmalloc, vmalloc + vmalloc_size),
+            (page_offset, page_offset + direct_size))
+
+
+# -- kp-check: code sites the kernel patches (kernel/patchsites.py) ----------------------
+JUMP_SITE_MAX = REL32_SIZE                # a static key's jmp32 / nop5
+STATIC_CALL_SIZE = REL32_SIZE             # a static call's call/jmp rel32
+
+
+def jump_site_size(head: bytes) -> int:
+    """arch_jump_entry_size(): a jmp8 or a 2-byte nop, else 5 bytes (`head`: 2 live bytes)."""
+    return 2 if head[0] == JMP8 or head == NOP2 else REL32_SIZE

@@ -12,7 +12,7 @@ import traceback
 
 import gdb
 
-from gdb_kprobe import options
+from gdb_kprobe import arch, options
 from gdb_kprobe.errors import KpError, KpUsageError
 from gdb_kprobe.kernel import place_names
 from gdb_kprobe.kernel.kallsyms import Symbolizer
@@ -95,6 +95,9 @@ class KpCommand(gdb.Command):
                 target_guards.require_arch_seam(self.name)
             with context.language_c(), target_guards.kernel_view():
                 self.run(args)
+        except arch.Unwritten as exc:
+            # a seam name the target's architecture module lacks, met mid-command
+            raise gdb.GdbError(f"{self.name}: {exc}") from None
         except KpError as exc:
             raise gdb.GdbError(str(exc)) from None
         except gdb.GdbError:

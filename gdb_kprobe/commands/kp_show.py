@@ -17,8 +17,9 @@ from gdb_kprobe.ui import jsonout, render
 class KpShow(KpCommand):
     name = "kp-show"
     summary = ("Show how the kprobes at a place are built: struct kprobe fields, handlers, "
-               "owner, live vs. original code (int3 / optprobe jmp / ftrace call), the "
-               "single-step copy, kretprobe instances and per-CPU kprobe state. A function "
+               "owner, live vs. original code (int3 / optprobe jmp / ftrace call; brk on "
+               "arm64), the single-step copy (or arm64's simulate_*() handler), kretprobe "
+               "instances with the tasks holding them and per-CPU kprobe state. A function "
                "name shows every probe in the function.")
 
     def build_parser(self):

@@ -61,10 +61,13 @@ class Optimized:
 
 @dataclasses.dataclass
 class SingleStep:
-    slot: int                        # ainsn.insn
+    slot: int                        # ainsn.insn (x86), ainsn.api.insn (arm64); 0: simulated
     size: int | None
     boostable: int | None
     insns: list[disasm.Insn]
+    field: str = "ainsn.insn"        # the slot's struct kprobe member (arch.SLOT_FIELD)
+    handler: int = 0                 # arm64 ainsn.api.handler: the simulate_*() function
+    handler_location: Location | None = None
 
 
 @dataclasses.dataclass
@@ -82,6 +85,7 @@ class ProbeAnatomy:
     fields: list[FieldValue]
     instances: rethook.Instances | None
     trace_hits: int | None = None
+    holders: rethook.Holders | None = None      # the instances in use, task by task
 
 
 @dataclasses.dataclass
@@ -131,8 +135,7 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         first = disasm.live(address, 1)
     except KpError:
         first = []
-    live_byte = first[0].raw[0] if first else None
-    kind = _mechanism(entry, live_byte)
+    kind = _mechanism(entry, first[0].raw if first else b"")
     if entry.gone:
         return Patch("not patched", "the probed code is gone (its module was unloaded)",
                      first, original)
@@ -155,35 +158,27 @@ def _patch(entry: kprobes.Kprobe, symbolizer: Symbolizer, opt: Optimized | None)
         if where is None:
             where = Location("ftrace trampoline (allocated at run time)", 0, 0, None)
         return Patch("ftrace call", explanation, first, original, goal, where)
-    if kind == "int3":
-        return Patch("int3", "the first byte is now int3: the CPU traps into kprobe_int3_handler(), "
-                     "which runs the pre_handler, single-steps the copy in ainsn.insn, then "
-                     "the post_handler", first, original)
+    if kind == arch.TRAP_MECHANISM:
+        return Patch(kind, arch.TRAP_EXPLANATION, first, original)
     return Patch("unexpected", "the live bytes are not what this probe's flags imply", first,
                  original)
 
 
-def _mechanism(entry: kprobes.Kprobe, live_byte: int | None) -> str:
-    """What the first live byte at a probed address says, given the entry's flags."""
+def _mechanism(entry: kprobes.Kprobe, live: bytes) -> str:
+    """What the live code at a probed address says, given the entry's flags (arch seam)."""
     if entry.gone or entry.disabled:
         return "not patched"
-    if live_byte == arch.JMP32 and entry.optimized:
-        return "optprobe jmp"
-    if live_byte == arch.CALL32 and entry.ftrace:
-        return "ftrace call"
-    if live_byte == arch.INT3:
-        return "int3"
-    return "unexpected"
+    return arch.site_mechanism(live, entry.optimized, entry.ftrace)
 
 
 def mechanism(entry: kprobes.Kprobe) -> str:
-    """kp-show's mechanism word (int3 | optprobe jmp | ftrace call | not patched |
-    unexpected) for the hash-table entry `entry`, from one live byte: no disassembly."""
+    """kp-show's mechanism word (int3 or brk | optprobe jmp | ftrace call | not patched |
+    unexpected) for the hash-table entry `entry`, from its live bytes: no disassembly."""
     try:
-        live_byte: int | None = memory.read(entry.addr, 1)[0]
+        live = memory.read(entry.addr, arch.SITE_BYTES)
     except KpError:
-        live_byte = None
-    return _mechanism(entry, live_byte)
+        live = b""
+    return _mechanism(entry, live)
 
 
 def _rel32_target(insn: disasm.Insn) -> int:
@@ -224,21 +219,26 @@ def optimized_region_covering(address: int) -> tuple[int, int] | None:
     return None
 
 
-def _single_step(entry: kprobes.Kprobe) -> SingleStep | None:
+def _single_step(entry: kprobes.Kprobe, symbolizer: Symbolizer) -> SingleStep | None:
     layout = layouts.layout("struct kprobe")
-    # x86's struct arch_specific_insn; ainsn.size: 6256e668b7af "x86/kprobes: Use int3
-    # instead of debug trap for single-step" (v5.13); ainsn.boostable a bitfield since
-    # abd82e533d88 "x86/kprobes: Do not decode opcode in resume_execution()" (v5.12)
-    if not layout.has_field("ainsn.insn"):
+    # the copy's member is the arch seam's (x86 ainsn.insn, arm64 ainsn.api.insn); x86's
+    # ainsn.size: 6256e668b7af "x86/kprobes: Use int3 instead of debug trap for single-step"
+    # (v5.13); ainsn.boostable a bitfield since abd82e533d88 "x86/kprobes: Do not decode
+    # opcode in resume_execution()" (v5.12)
+    if not layout.has_field(arch.SLOT_FIELD):
         return None
     view = layout.view(memory.read(entry.address, layout.size), entry.address)
-    slot = view.ptr("ainsn.insn")
+    slot = view.ptr(arch.SLOT_FIELD)
+    simulated = arch.SIMULATE_FIELD is not None and layout.has_field(arch.SIMULATE_FIELD)
+    handler = view.ptr(arch.SIMULATE_FIELD) if simulated else 0
     if not slot:
-        return None
+        if not handler:
+            return None
+        return SingleStep(0, None, None, [], arch.SLOT_FIELD, handler, symbolizer.lookup(handler))
     size = view.int("ainsn.size") if layout.has_field("ainsn.size") else None
     boostable = view.int("ainsn.boostable") if layout.has_field("ainsn.boostable") else None
-    count = 2 if boostable else 1            # a boosted copy ends with a jmp back
-    return SingleStep(slot, size, boostable, disasm.live(slot, count))
+    return SingleStep(slot, size, boostable, disasm.live(slot, arch.slot_insns(boostable)),
+                      arch.SLOT_FIELD)
 
 
 def _cpu_states(ids: set[int]) -> list[CpuState]:
@@ -277,9 +277,13 @@ def gather(address: int, table: kprobes.KprobeTable | None = None,
         details = details_for(row, table, symbolizer)
         instances = None
         if details.kretprobe is not None:
-            instances = rethook.count(details.kretprobe.rethook, details.kretprobe.maxactive)
+            instances = rethook.count(details.kretprobe.rethook, details.kretprobe.maxactive,
+                                      details.kretprobe.address)
         hits = kprobes.trace_hits(details.event) if details.event else None
-        probes.append(ProbeAnatomy(row, details, _fields(probe, symbolizer), instances, hits))
+        held = None if details.kretprobe is None else rethook.holders(
+            details.kretprobe.address, details.kretprobe.rethook, symbolizer.lookup)
+        probes.append(ProbeAnatomy(row, details, _fields(probe, symbolizer), instances, hits,
+                                   held))
     opt = optimized_probe(entry)
     damage = list(table.damage)
     try:
@@ -289,7 +293,7 @@ def gather(address: int, table: kprobes.KprobeTable | None = None,
         damage.append(f"per-CPU state: {exc}")
     return Anatomy(address=address, location=symbolizer.lookup(address), entry=entry,
                    aggregate=aggregate, probes=probes, patch=_patch(entry, symbolizer, opt),
-                   optimized=opt, single_step=_single_step(entry), saved_opcode=entry.opcode,
+                   optimized=opt, single_step=_single_step(entry, symbolizer), saved_opcode=entry.opcode,
                    cpus=cpus, damage=damage, modules=symbolizer.modules)
 
 

@@ -38,7 +38,8 @@ HIDDEN = "in module space, in no module of the module list: a module that hid it
 
 @dataclasses.dataclass(frozen=True)
 class MemoryMap:
-    """The x86-64 virtual regions as [start, end) pairs, as this kernel set them up."""
+    """The virtual regions as [start, end) pairs, as this kernel set them up (the direct
+    map is arm64's linear map)."""
 
     modules: tuple[int, int]
     vmalloc: tuple[int, int]
@@ -73,23 +74,10 @@ def _variable(name: str) -> int | None:
 
 @cache.cache_until("objfile", "exited", "relocate")
 def memory_map() -> MemoryMap:
-    """MODULES_VADDR = __START_KERNEL_map + KERNEL_IMAGE_SIZE, which the kernel itself reports
-    in vmcoreinfo (1 GiB with CONFIG_RANDOMIZE_BASE). Without vmcoreinfo the 512 MiB default
-    is taken: with a 1 GiB image area that only adds the unmapped tail of the image area,
-    where nothing lives. page_offset_base and vmalloc_base are variables with
-    CONFIG_DYNAMIC_MEMORY_LAYOUT, else the 4-level constants hold."""
-    info = _vmcoreinfo()
-    image_size = int(info.get("NUMBER(KERNEL_IMAGE_SIZE)", arch.KERNEL_IMAGE_SIZE_FIXED))
-    level5 = info.get("NUMBER(pgtable_l5_enabled)") == "1"
-    page_offset = _variable("page_offset_base") or (
-        arch.PAGE_OFFSET_L5 if level5 else arch.PAGE_OFFSET_L4)
-    vmalloc = _variable("vmalloc_base") or (
-        arch.VMALLOC_START_L5 if level5 else arch.VMALLOC_START_L4)
-    direct_size = arch.DIRECT_MAP_SIZE_L5 if level5 else arch.DIRECT_MAP_SIZE_L4
-    vmalloc_size = arch.VMALLOC_SIZE_L5 if level5 else arch.VMALLOC_SIZE_L4
-    return MemoryMap(modules=(arch.START_KERNEL_MAP + image_size, arch.MODULES_END),
-                     vmalloc=(vmalloc, vmalloc + vmalloc_size),
-                     direct_map=(page_offset, page_offset + direct_size))
+    """The regions as this kernel set them up: the arch seam's rules (arch.memory_map) on
+    the kernel's vmcoreinfo and its layout variables."""
+    modules, vmalloc, direct_map = arch.memory_map(_vmcoreinfo(), _variable)
+    return MemoryMap(modules=modules, vmalloc=vmalloc, direct_map=direct_map)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,24 +46,25 @@ def _in_patch_site(start: str, stop: str, entry_size: int, site_size: int,
 
 
 def is_jump_label(address: int) -> bool:
-    """jump_label_text_reserved(): inside a static key's nop or jmp, 2 or 5 bytes as the
-    code there has it now (arch_jump_entry_size() decodes it)."""
+    """jump_label_text_reserved(): inside a static key's nop or jump, as long as the code
+    there has it now (x86's arch_jump_entry_size() decodes 2 or 5 bytes; arm64's is one
+    instruction): the arch seam's jump_site_size()."""
     return _in_patch_site("__start___jump_table", "__stop___jump_table", JUMP_ENTRY_SIZE,
-                          arch.REL32_SIZE, address, _jump_size)
+                          arch.JUMP_SITE_MAX, address, _jump_size)
 
 
 def _jump_size(site: int) -> int:
     try:
         head = memory.read(site, 2)
     except KpError:
-        return arch.REL32_SIZE
-    return 2 if head[0] == arch.JMP8 or head == arch.NOP2 else arch.REL32_SIZE
+        return arch.JUMP_SITE_MAX
+    return arch.jump_site_size(head)
 
 
 def is_static_call(address: int) -> bool:
     """static_call_text_reserved(): inside a static call's 5-byte call."""
     return _in_patch_site("__start_static_call_sites", "__stop_static_call_sites",
-                          STATIC_CALL_SITE_SIZE, arch.REL32_SIZE, address)
+                          STATIC_CALL_SITE_SIZE, arch.STATIC_CALL_SIZE, address)
 
 
 def is_bug(address: int) -> bool:

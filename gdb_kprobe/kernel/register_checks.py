@@ -19,7 +19,7 @@ from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import blacklist, decode, ftrace, kprobes, lists, patchsites, places
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.places import Place
-from gdb_kprobe.target import disasm, inlines, memory, symbols
+from gdb_kprobe.target import cache, disasm, inlines, layouts, memory, symbols
 
 __all__ = ["Answer", "Refused", "Registered", "RegisterChecker"]
 
@@ -141,7 +141,7 @@ class RegisterChecker:
             notes.append(f"kallsyms calls this address {found.symbol} (an alias of {name} at "
                          "the same address)")
         try:
-            memory.read(start, len(arch.ENDBR64))
+            memory.read(start, 4)          # the bytes is_endbr() reads (x86 IBT)
         except KpError:
             raise Refused(errno.EINVAL, f"cannot read {found.symbol}'s first bytes "
                            "(arch_adjust_kprobe_addr)") from None
@@ -200,14 +200,27 @@ class RegisterChecker:
 
     @staticmethod
     def _prepare(place: Place) -> list[str]:
-        """prepare_kprobe(): ftrace-based at an fentry site, else arch_prepare_kprobe():
+        """prepare_kprobe(): ftrace-based at an ftrace call site (check_ftrace_location():
+        -EINVAL there without CONFIG_KPROBES_ON_FTRACE, as on Debian's arm64 kernels), else
+        arch_prepare_kprobe() of the target's architecture."""
+        if ftrace.location_range(place.address, place.address) == place.address:
+            if symbols.kernel().address_of("kprobe_ftrace_handler") is None:
+                raise Refused(errno.EINVAL, "an ftrace call site, and this kernel has no "
+                              "KPROBES_ON_FTRACE (check_ftrace_location)", place)
+            return ["ftrace-based: this is the function's fentry call site (KPROBE_FLAG_FTRACE); "
+                    "no int3, never optimized"]
+        prepare = _ARCH_PREPARE.get(arch.NAME)
+        if prepare is None:
+            raise KpError(f"no arch_prepare_kprobe() rules for {arch.NAME}")
+        return prepare(place)
+
+    @staticmethod
+    def _prepare_x86_64(place: Place) -> list[str]:
+        """arch/x86/kernel/kprobes/core.c arch_prepare_kprobe():
         can_probe() on the live code (-EILSEQ off a boundary, and on an exception
         instruction where the kernel's can_probe() inlines is_exception_insn()), then
         __copy_instruction() refuses an int3 it cannot recover (-EINVAL), then
         prepare_emulation() an instruction it cannot emulate (-EOPNOTSUPP)."""
-        if ftrace.location_range(place.address, place.address) == place.address:
-            return ["ftrace-based: this is the function's fentry call site (KPROBE_FLAG_FTRACE); "
-                    "no int3, never optimized"]
         boundary = decode.check_live(place)
         start = place.address - place.offset
         if not boundary.ok:
@@ -236,6 +249,64 @@ class RegisterChecker:
         likely, why = _optimizable(place, function_insns)
         return [f"int3 kprobe; {'likely optimizable into a jmp (optprobe)' if likely else 'not optimizable'}"
                 f": {why}"]
+
+
+    @staticmethod
+    def _prepare_arm64(place: Place) -> list[str]:
+        """arch/arm64/kernel/probes/kprobes.c arch_prepare_kprobe(): 4-byte aligned, not in
+        an exception table, then arm_kprobe_decode_insn() (decode-insn.c) on the live word:
+        stepped out of line, simulated, or rejected, also inside an ldxr/stxr sequence.
+        Every refusal is -EINVAL."""
+        address = place.address
+        if address % arch.PROBE_ALIGN:
+            raise Refused(errno.EINVAL, f"not {arch.PROBE_ALIGN}-byte aligned: every arm64 "
+                          "instruction is (arch_prepare_kprobe)", place)
+        if address in _exception_table():
+            raise Refused(errno.EINVAL, "an instruction with an exception table entry (a user "
+                          "access that may fault: search_exception_tables)", place)
+        word = int.from_bytes(memory.read(address, arch.INSN_SIZE), "little")
+        asm = _asm(address)
+        kind, detail = arch.decode_insn(word)
+        if kind == "rejected":
+            raise Refused(errno.EINVAL, f"`{asm}` is {detail}: neither stepped out of line nor "
+                          "simulated (arm_kprobe_decode_insn)", place)
+        count = min(place.offset // arch.INSN_SIZE, arch.MAX_ATOMIC_CONTEXT)
+        before = memory.read(address - count * arch.INSN_SIZE, count * arch.INSN_SIZE)
+        previous = [int.from_bytes(before[i:i + 4], "little") for i in range(len(before) - 4, -4, -4)]
+        if arch.in_atomic_sequence(previous):
+            raise Refused(errno.EINVAL, "inside a load-exclusive/store-exclusive sequence "
+                          "(is_probed_address_atomic)", place)
+        how = "stepped out of line in an insn slot, then brk #0x6" if kind == "slot" else \
+            f"simulated by {detail}(), no slot"
+        return [f"brk kprobe; `{asm}` is {how}"]
+
+
+_ARCH_PREPARE = {"i386:x86-64": RegisterChecker._prepare_x86_64,
+                 "aarch64": RegisterChecker._prepare_arm64}
+
+
+def _asm(address: int) -> str:
+    try:
+        insns = disasm.live(address, 1)
+    except KpError:
+        return "?"
+    return " ".join(insns[0].asm.split()) if insns else "?"
+
+
+@cache.cache_until("objfile", "exited", "relocate")
+def _exception_table() -> frozenset[int]:
+    """The instruction addresses of the kernel image's exception table (__ex_table: relative
+    entries, `&entry->insn + entry->insn`); modules' tables are not read."""
+    table = symbols.kernel()
+    start, stop = table.address_of("__start___ex_table"), table.address_of("__stop___ex_table")
+    layout = layouts.try_layout("struct exception_table_entry")
+    if not start or not stop or layout is None or stop <= start:
+        return frozenset()
+    data = memory.read(start, stop - start)
+    insn = layout.offset("insn")
+    return frozenset(arch.u64(start + at + insn + int.from_bytes(
+        data[at + insn:at + insn + 4], "little", signed=True))
+        for at in range(0, len(data) - layout.size + 1, layout.size))
 
 
 def _described(insn: disasm.Insn) -> str:

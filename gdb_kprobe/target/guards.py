@@ -12,7 +12,7 @@ from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import context, dump
 
 __all__ = ["require_symbols", "require_stopped_target", "require_arch_seam", "arch_seam_fits",
-           "target_architecture", "kernel_view"]
+           "select_seam", "target_architecture", "kernel_view"]
 
 
 def require_symbols() -> None:
@@ -55,23 +55,45 @@ def target_architecture() -> str:
     return gdb.selected_inferior().architecture().name()
 
 
-def arch_seam_fits(architecture: str | None = None) -> bool:
-    """Is the architecture seam in use (gdb_kprobe/arch/) the target's?"""
-    return arch.unwritten(architecture or target_architecture()) is None
+def select_seam(architecture: str | None = None):
+    """Make the target's architecture's module the arch seam in use (arch.select) and
+    return it (None: nothing written for it). The one place a command (base.py: every run)
+    or the unwinder (per frame: one comparison once selected) picks it. Without a symbol
+    file gdb's architecture is a default (i386), not the kernel's: the selection stays."""
+    if architecture is None:
+        if gdb.current_progspace().filename is None:
+            return arch.selected()
+        architecture = target_architecture()
+    return arch.select(architecture)
+
+
+def arch_seam_fits(architecture: str | None = None, command: str = "bt") -> bool:
+    """Select the target's seam; does it meet what `command` needs ("bt": the unwinder and
+    the frame filter)?"""
+    return arch.select_covering(architecture or target_architecture(), command)
 
 
 def require_arch_seam(command: str) -> None:
-    """Refuse, in one line, a command whose answer rests on the architecture seam when the
-    seam in use is not the target's (an x86 answer about an arm64 kernel would be wrong).
-    Without a symbol file gdb's architecture is a default (i386), not the kernel's: the
-    command's own guards then say what to load."""
+    """Select the target's seam, and refuse in one line a command whose answer rests on a
+    part of it not written for the target's architecture (an x86 answer about an arm64
+    kernel would be wrong). Without a symbol file the command's own guards say what to
+    load."""
     if gdb.current_progspace().filename is None:
         return
     architecture = target_architecture()
-    missing = arch.unwritten(architecture)
-    if missing:
-        raise KpError(f"{command}: not available on {architecture} yet: {missing}; "
-                      "kp-list (without -v), kp-modules and kp-blacklist work there")
+    arch.select(architecture)
+    if not arch.covers(architecture, command):
+        raise KpError(f"{command}: not available on {architecture} yet: "
+                      f"{arch.unwritten(architecture)}; {_working(architecture)} work there")
+
+
+def _working(architecture: str) -> str:
+    """The commands that do work on `architecture`, in words."""
+    seam = arch.of_architecture(architecture)
+    covered = [name for name in getattr(seam, "COMMANDS", ()) if name.startswith("kp-")]
+    names = ["kp-list" if "kp-list" in covered else "kp-list (without -v)", "kp-modules",
+             "kp-blacklist", *(name for name in covered if name != "kp-list")]
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _in_user_mode(seam) -> bool:
@@ -94,7 +116,7 @@ def kernel_view() -> Iterator[None]:
     kernel memory; another CPU in the kernel is selected for the command, then the
     selection (thread and frame) is put back. Nothing is asked of the target where the seam
     says user mode hides nothing (x86-64)."""
-    seam = arch.of_architecture(target_architecture())
+    seam = select_seam()
     if seam is None or not seam.USER_MODE_HIDES_KERNEL or not _cpu_in_user_mode(seam):
         yield
         return

@@ -31,7 +31,6 @@ cache.register(_cache.clear, *cache.MEMORY)
 cache.register(_bad_blocks.clear, *cache.MEMORY)
 cache.register(_block_sizes.clear, *cache.MEMORY)
 cache.register(_policy.new_stop, *cache.MEMORY)
-is_canonical = arch.is_canonical
 
 BLOCK = read_model.MAX_BLOCK     # the largest block; never crosses a page
 PAGE = 4096
@@ -63,7 +62,7 @@ def read(address: int, size: int) -> bytes:
     data = _cache.get(key)
     if data is not None:
         return data
-    if not is_canonical(address):
+    if not arch.is_canonical(address):
         raise KpError(f"non-canonical address {address:#x}")
     for cached in _block_sizes:
         first = address & ~(cached - 1)
@@ -137,7 +136,7 @@ def read_cstring(address: int, limit: int = 256) -> str:
     data = b""
     position = address
     while len(data) < limit:
-        if not is_canonical(position):
+        if not arch.is_canonical(position):
             raise KpError(f"non-canonical address {position:#x}")
         block = _policy.block(limit - len(data))
         if not block:

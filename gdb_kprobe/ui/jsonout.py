@@ -160,6 +160,10 @@ def _probe_anatomy(index: int, probe) -> dict:
     entry["instances"] = None if instances is None else {
         "total": instances.total, "free": instances.free, "in_use": instances.in_use,
         "pool": instances.pool}
+    if instances is not None and probe.holders is not None and probe.holders.holders:
+        entry["instances"]["holders"] = [
+            {"task": hexed(h.task), "name": h.name, "ret_addr": located(h.ret_addr, h.location),
+             "frame": hexed(h.frame)} for h in probe.holders.holders]
     entry["fields"] = [_field(field) for field in probe.fields]
     return entry
 
@@ -183,6 +187,8 @@ def probe_anatomy(anatomy) -> dict:
     document["single_step"] = None if step is None else {
         "slot": hexed(step.slot), "size": step.size, "boostable": step.boostable,
         "insns": instructions(step.insns)}
+    if step is not None and step.handler:           # arm64: simulated, no slot
+        document["single_step"]["simulated_by"] = located(step.handler, step.handler_location)
     opt = anatomy.optimized
     document["optimized"] = None if opt is None else {
         "optimized_kprobe": hexed(opt.address), "detour": hexed(opt.detour),

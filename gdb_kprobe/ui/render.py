@@ -138,13 +138,18 @@ def _code_section(anatomy, palette: Palette) -> list[str]:
     if step is None:
         out.append("  single-step copy (ainsn.insn): none (ftrace-based probes are not single-"
                    "stepped)")
+    elif not step.slot:
+        out.append(f"  single-step copy ({step.field}): none: simulated by "
+                   f"{_where(step.handler_location, step.handler)} (ainsn.api.handler; the "
+                   "instruction reads the pc, so it cannot run from a slot)")
     else:
         extra = []
         if step.size is not None:
             extra.append(f"size {step.size}")
         if step.boostable is not None:
             extra.append(f"boostable {step.boostable}")
-        out.append(f"  single-step copy (ainsn.insn @ {step.slot:#x}, {', '.join(extra)}):")
+        out.append(f"  single-step copy ({step.field} @ {step.slot:#x}"
+                   f"{', ' if extra else ''}{', '.join(extra)}):")
         out.extend(_insn_lines(step.insns, palette))
     opt = anatomy.optimized
     if opt is not None:
@@ -198,6 +203,19 @@ def _kretprobe_lines(probe, kret) -> list[str]:
             usage = f"{inst.in_use} in use, {inst.free} free of {inst.total}"
         out.append(f"    rethook        {kret.rethook:#x}  instances: {usage} "
                    f"({inst.pool if inst else '?'})")
+    elif inst is not None and inst.total is not None:
+        # no rethook (arm64 6.1): the kretprobe's own freelist of kretprobe_instance
+        out.append(f"    instances      {inst.in_use} in use, {inst.free} free of {inst.total} "
+                   f"({inst.pool})")
+    held = probe.holders
+    if held is not None and held.holders:
+        out.append(f"    in use ({held.where}):")
+        for holder in held.holders:
+            out.append(f"      {holder.name}: returns to "
+                       f"{_where(holder.location, holder.ret_addr)} "
+                       f"(frame {holder.frame:#x})")
+    for note in held.damage if held is not None else ():
+        out.append(f"    warning: {note}")
     return out
 
 
