@@ -7,11 +7,13 @@ Over a gdbstub link a memory read costs about
 (the reply carries each byte as two hex digits). On fast TCP the round trip dominates
 and 2 KiB blocks, which serve the neighbours of a kernel object from the same read, win;
 over kgdb on a 115200-baud serial line (~11.5 KB/s) every byte counts and the exact
-small reads win. `auto` learns both terms from the reads it makes (`LinkFit`: a line
-through the median times of recent small and large remote reads) and replays the reads the
-commands asked for at this stop and the previous one (`ReadPolicy`) at each candidate
-block size, keeping the one with the least expected time. A number forces a block size
-(0 or 1: exact reads). Plain Python: unit-tested with fake timings, no gdb.
+small reads win, of only the fields a walk uses (`cover`: the fields of one object that a
+round trip is worth reading apart). `auto` learns both terms from the reads it makes
+(`LinkFit`: a line through the median times of recent small and large remote reads) and
+replays the reads the commands asked for at this stop and the previous one (`ReadPolicy`)
+at each candidate block size, keeping the one with the least expected time. A number
+forces a block size (0 or 1: exact reads). Plain Python: unit-tested with fake timings,
+no gdb.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import collections
 import dataclasses
 
 __all__ = ["MAX_BLOCK", "BLOCK_SIZES", "PACKET_OVERHEAD", "wire_bytes", "parse_setting",
-           "LinkFit", "ReadPolicy", "policy"]
+           "LinkFit", "ReadPolicy", "Parts", "cover", "policy"]
 
 MAX_BLOCK = 2048            # what QEMU's gdbstub serves in one `m` packet; never crosses a page
 BLOCK_SIZES = (0, 64, 128, 256, 512, 1024, 2048)        # 0: exact reads
@@ -32,9 +34,34 @@ NEAR = 1.15                  # expected times this close count as a tie
 SIMULATED_NEEDS = 2048       # reads replayed per choice: enough to see the pattern, cheap
 
 
+Parts = tuple[tuple[int, int], ...]          # (offset, size) of fields inside one object
+Need = tuple[int, int, Parts]                # a read asked for: address, size, the parts used
+
+
 def wire_bytes(size: int) -> int:
     """Bytes on the wire for one read of `size` bytes (request, hex reply, acks)."""
     return 2 * size + PACKET_OVERHEAD
+
+
+def cover(size: int, parts: Parts, rtt: float, per_byte: float) -> Parts:
+    """The exact reads that fetch `parts` of a `size`-byte object in the least time: two
+    neighbouring parts are read together when the bytes between them cost less than a
+    round trip; the whole object in one read when that is cheaper, or within NEAR (it
+    spares a later read of the other fields). Each gap is decided alone (the cost is
+    linear: a merge saves a round trip and pays its gap's bytes)."""
+    pieces: list[tuple[int, int]] = []
+    round_trip = rtt + per_byte * PACKET_OVERHEAD
+    for offset, length in sorted(parts):
+        if pieces:
+            start, end = pieces[-1][0], pieces[-1][0] + pieces[-1][1]
+            if offset <= end or 2 * (offset - end) * per_byte < round_trip:
+                pieces[-1] = (start, max(end, offset + length) - start)
+                continue
+        pieces.append((offset, length))
+    parts_cost = sum(rtt + per_byte * wire_bytes(length) for _, length in pieces)
+    if rtt + per_byte * wire_bytes(size) <= parts_cost * NEAR:
+        return ((0, size),)
+    return tuple(pieces)
 
 
 def parse_setting(text: str) -> int | None:
@@ -134,7 +161,10 @@ def _median(values: list[float]) -> float:
 @dataclasses.dataclass
 class Choice:
     block: int                            # 0: exact reads
-    expected_s: dict[int, float]          # per candidate block size, for `show kp-read-block`
+    expected_s: dict[int, float]          # per candidate block size (when replayed)
+    # blocks whatever the needs (bytes cost next to nothing): no small read is owed to
+    # the fit's window, since a slower wire shows in the block reads' own times
+    settled: bool = False
 
 
 class ReadPolicy:
@@ -149,14 +179,26 @@ class ReadPolicy:
     def __init__(self) -> None:
         self.forced: int | None = None
         self.fit = LinkFit()
-        self.current: list[tuple[int, int]] = []
-        self.previous: list[tuple[int, int]] = []
+        self.current: list[Need] = []
+        self.previous: list[Need] = []
         self._choice: Choice | None = None
         self._chosen_at = 0              # len(current) when the choice was made
 
-    def need(self, address: int, size: int) -> None:
+    def need(self, address: int, size: int, parts: Parts = ()) -> None:
+        """A read a command asked for; `parts`: the fields of the object it will use,
+        when not all of it."""
         if len(self.current) < 16 * SIMULATED_NEEDS:
-            self.current.append((address, size))
+            self.current.append((address, size, parts))
+
+    def parts(self, address: int, size: int, parts: Parts) -> Parts | None:
+        """The exact reads for `parts` of an object (offsets inside it), or None to read
+        it whole through the blocks (or while the link is being learned)."""
+        self.need(address, size, parts)
+        block = self.block(size)
+        estimate = self.fit.estimate()
+        if block or estimate is None:
+            return None
+        return cover(size, parts, *estimate)
 
     def observe(self, size: int, seconds: float) -> None:
         self.fit.add(size, seconds)
@@ -180,7 +222,8 @@ class ReadPolicy:
         if self._choice is None or self._stale():
             self._choice = self.choose(estimate)
             self._chosen_at = len(self.current)
-        if self._choice.block and size <= LinkFit.SMALL and self.fit.wants_small_read():
+        if (self._choice.block and not self._choice.settled and size <= LinkFit.SMALL
+                and self.fit.wants_small_read()):
             return 0             # keep one small read in the fit's window now and then
         return self._choice.block
 
@@ -192,17 +235,18 @@ class ReadPolicy:
                 and self._chosen_at < SIMULATED_NEEDS)
 
     def choose(self, estimate: tuple[float, float]) -> Choice:
-        needs = self.current if len(self.current) >= len(self.previous) else self.previous
-        costs = {block: expected_time(needs[:SIMULATED_NEEDS], block, *estimate)
-                 for block in BLOCK_SIZES}
-        if not needs:                    # nothing to go by yet: what a fast link wants
-            return Choice(MAX_BLOCK, costs)
-        least = min(costs.values())
         rtt, per_byte = estimate
         if per_byte * wire_bytes(MAX_BLOCK) < BYTES_MATTER_S:
             # a block's bytes cost less than the noise of a loaded host: on TCP the bench
-            # measured full blocks 2-5x faster than exact reads the fit preferred
-            return Choice(MAX_BLOCK, costs)
+            # measured full blocks 2-5x faster than exact reads the fit preferred. No
+            # replay: it cost up to 30 ms a stop in Python, for an answer known already
+            return Choice(MAX_BLOCK, {}, settled=True)
+        needs = self.current if len(self.current) >= len(self.previous) else self.previous
+        if not needs:                    # nothing to go by yet: what a fast link wants
+            return Choice(MAX_BLOCK, {})
+        costs = {block: expected_time(needs[:SIMULATED_NEEDS], block, *estimate)
+                 for block in BLOCK_SIZES}
+        least = min(costs.values())
         if rtt >= per_byte * wire_bytes(MAX_BLOCK):
             # the round trip dominates: within NEAR of the least, the largest block (the
             # fit is noisy on a loaded host, and a block costs ~ an exact read here)
@@ -228,13 +272,13 @@ class ReadPolicy:
         return f"{link}; now {using}"
 
 
-def expected_time(needs: list[tuple[int, int]], block: int, rtt: float,
-                  per_byte: float) -> float:
+def expected_time(needs: list[Need], block: int, rtt: float, per_byte: float) -> float:
     """Seconds to serve `needs` (in order, from an empty cache) with reads of `block`
-    bytes as target/memory.py makes them (0: each distinct need read exactly)."""
+    bytes as target/memory.py makes them (0: each distinct need read exactly, of an
+    object only the parts used, as `cover` groups them)."""
     exact: set[tuple[int, int]] = set()
     blocks: set[int] = set()
-    for address, size in needs:
+    for address, size, parts in needs:
         if block:
             first = address // block
             last = (address + size - 1) // block
@@ -245,6 +289,10 @@ def expected_time(needs: list[tuple[int, int]], block: int, rtt: float,
                 # a straddling read takes the missing neighbour of a cached block
                 blocks.update((first, last))
                 continue
+        elif parts:
+            exact.update((address + offset, length)
+                         for offset, length in cover(size, parts, rtt, per_byte))
+            continue
         exact.add((address, size))
     return (len(blocks) * (rtt + per_byte * wire_bytes(block))
             + sum(rtt + per_byte * wire_bytes(size) for _, size in exact))
