@@ -32,6 +32,7 @@ PACKET_OVERHEAD = 32
 BYTES_MATTER_S = 0.020
 NEAR = 1.15                  # expected times this close count as a tie
 SIMULATED_NEEDS = 2048       # reads replayed per choice: enough to see the pattern, cheap
+SERIAL_GUESS = (0.0005, 10 / 115200)   # kgdb at 115200 baud: (round trip, s per wire byte)
 
 
 Parts = tuple[tuple[int, int], ...]          # (offset, size) of fields inside one object
@@ -104,7 +105,7 @@ class LinkFit:
         self._estimate: tuple[float, float] | None = None
         self._fresh = True           # _estimate is up to date
         self._small_since_large = 0
-        self._small_then = 0.0       # the small reads' median when a large one came last
+        self._fit_then: tuple[float, float] | None = None   # the fit when a large read came last
 
     def add(self, size: int, seconds: float) -> None:
         """One timed read (sizes between the two kinds say nothing the ends do not)."""
@@ -115,17 +116,20 @@ class LinkFit:
             self.small.append((wire_bytes(size), seconds))
             self._since_small = 0
             self._small_since_large += 1
-            if self._small_since_large == self.WINDOW and self.large and self._small_then:
-                # a window of small reads since the last large one, at another speed: the
-                # link changed under us (exact reads never refresh the large ones); drop
-                # them, so that the next reads measure blocks again
-                now = _median([t for _, t in self.small])
-                if not self._small_then / 3 <= now <= self._small_then * 3:
+            if self._small_since_large % self.WINDOW == 0 and self.large and self._fit_then:
+                # a whole window of small reads since the last large one: do they still
+                # take what the fit of then says (whatever their sizes)? If not, the link
+                # changed under us (exact reads never refresh the large ones, e.g. from a
+                # serial line to TCP): drop those, so that the next reads time blocks again
+                rtt, per_byte = self._fit_then
+                ratio = _median([t / max(rtt + per_byte * x, 1e-5) for x, t in self.small])
+                if not 1 / 3 <= ratio <= 3:
                     self.large.clear()
+                    self._fit_then = None
         elif size >= self.LARGE:
             self.large.append((wire_bytes(size), seconds))
             self._small_since_large = 0
-            self._small_then = _median([t for _, t in self.small]) if self.small else 0.0
+            self._fit_then = self._fit()
 
     def estimate(self) -> tuple[float, float] | None:
         """(rtt seconds, seconds per wire byte), or None until LEAST reads of each kind
@@ -194,10 +198,13 @@ class ReadPolicy:
         """The exact reads for `parts` of an object (offsets inside it), or None to read
         it whole through the blocks (or while the link is being learned)."""
         self.need(address, size, parts)
-        block = self.block(size)
-        estimate = self.fit.estimate()
-        if block or estimate is None:
+        if self.block(size):
             return None
+        estimate = self.fit.estimate()
+        if estimate is None:
+            if self.forced is None:
+                return None              # learning the link: whole objects meanwhile
+            estimate = SERIAL_GUESS      # exact reads forced: the link they are for
         return cover(size, parts, *estimate)
 
     def observe(self, size: int, seconds: float) -> None:

@@ -248,3 +248,37 @@ def test_serial_link_still_times_small_reads_under_blocks():
     asked = [policy.block(8) for _ in range(5 * LinkFit.WINDOW)
              if policy.observe(block, timed(link, block)) is None]
     assert 0 in asked
+
+
+def test_a_faster_link_after_many_exact_reads_measures_blocks_again():
+    # the bench's N=100 run at 666d73e: a whole kp-list of exact reads on the serial line,
+    # then TCP; the check ran only at the first window after a large read, and auto kept
+    # 256-byte blocks on TCP (0.16 s where 2 KiB blocks took 0.02 s)
+    fit = LinkFit()
+    for size in (8, 2048) * 5:
+        fit.add(size, timed(SERIAL_115200, size))
+    for _ in range(10 * LinkFit.WINDOW):
+        fit.add(8, timed(SERIAL_115200, 8))
+    assert fit.estimate() is not None
+    for _ in range(LinkFit.WINDOW):
+        fit.add(8, timed(TCP_1MS, 8))
+    assert fit.estimate() is None
+
+
+def test_exact_reads_of_mixed_sizes_on_one_link_keep_the_fit():
+    fit = LinkFit()
+    for size in (8, 2048) * 5:
+        fit.add(size, timed(SERIAL_115200, size))
+    for index in range(10 * LinkFit.WINDOW):
+        size = (4, 8, 32, 128, 248)[index % 5]
+        fit.add(size, timed(SERIAL_115200, size))
+    rtt, per_byte = fit.estimate()
+    assert per_byte == pytest.approx(SERIAL_115200[1], rel=0.05)
+
+
+def test_forced_exact_reads_read_parts_before_the_link_is_known():
+    policy = ReadPolicy()
+    policy.forced = 0
+    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) == ((0, 8), (40, 32), (120, 4))
+    policy.forced = None
+    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) is None    # auto: learning
