@@ -105,7 +105,7 @@ def links_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
     for run in runs:
         bound = run.get("lower_bound", {}).get("bytes")
         for link, commands in _link_entries(run):
-            kp, kpv, naive = (commands[c] for c in COMMANDS)
+            kp, kpv, naive = (commands[c] for c in ("kp-list", "kp-list -v", "naive-kp-list"))
             kp_bytes = kp["memory_read_bytes"]
             rows.append([
                 kernel, str(run["n"]), link, f"{kp['median_s']:.3f}",
