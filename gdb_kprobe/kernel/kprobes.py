@@ -203,21 +203,23 @@ def read_table(whole: bool = False) -> KprobeTable:
     table_address, count = table_symbol()
     heads = memory.read(table_address, 8 * count)        # the whole table in one read
 
-    def read_probe(address: int, link: str) -> layouts.View:
+    in_hash, in_aggregate = (*ROW_FIELDS, "hlist.next"), (*ROW_FIELDS, "list.next")
+
+    def read_probe(address: int, paths: tuple[str, ...]) -> layouts.View:
         if whole:
             return kprobe.view(memory.read(address, kprobe.size), address)
-        return _read_fields(kprobe, address, (link, *ROW_FIELDS))
+        return _read_fields(kprobe, address, paths)
 
     # a row's fields and the link only, in one unpack: a listing of 10,000 probes decodes
     # no more than it shows
     def fetch(node: int) -> tuple[Kprobe, int]:
         address = node - hlist_offset
-        *row, following = read_probe(address, "hlist.next").ints((*ROW_FIELDS, "hlist.next"))
+        *row, following = read_probe(address, in_hash).ints(in_hash)
         return Kprobe.of_row(address, *row), following
 
     def fetch_child(node: int) -> tuple[Kprobe, int]:
         address = node - list_offset
-        *row, following = read_probe(address, "list.next").ints((*ROW_FIELDS, "list.next"))
+        *row, following = read_probe(address, in_aggregate).ints(in_aggregate)
         return Kprobe.of_row(address, *row), following
 
     buckets = []
@@ -258,9 +260,7 @@ def _list_next(probe: Kprobe, kprobe: layouts.Layout) -> int:
 def _read_fields(layout: layouts.Layout, address: int, paths: tuple[str, ...]) -> layouts.View:
     """The struct at `address`, of which `paths` are used: read whole or in parts, as the
     link makes cheaper (memory.read_parts)."""
-    fields = [layout.field(path) for path in paths]
-    data, known = memory.read_parts(address, layout.size,
-                                    tuple((field.offset, field.size) for field in fields))
+    data, known = memory.read_parts(address, layout.size, layout.spans(paths))
     return layout.view(data, address, known)
 
 

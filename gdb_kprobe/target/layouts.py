@@ -70,6 +70,7 @@ class Layout:
         self.size = self.type.sizeof
         self._fields: dict[str, Member | None] = {}
         self._unpackers: dict[tuple[str, ...], tuple[struct.Struct, tuple[int, ...]]] = {}
+        self._spans: dict[tuple[str, ...], tuple[tuple[int, int], ...]] = {}
 
     def field(self, path: str) -> Member:
         found = self._find(path)
@@ -123,6 +124,14 @@ class Layout:
             if index == len(parts) - 1:
                 found = Member(offset, member.type)
         self._fields[path] = found
+        return found
+
+    def spans(self, paths: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+        """(offset, size) of each field of `paths`: the parts of it a reader uses."""
+        found = self._spans.get(paths)
+        if found is None:
+            found = self._spans[paths] = tuple((self.field(path).offset, self.field(path).size)
+                                               for path in paths)
         return found
 
     def unpacker(self, paths: tuple[str, ...]) -> tuple[struct.Struct, tuple[int, ...]]:
