@@ -69,7 +69,7 @@ def read_parts(address: int, size: int, parts: read_model.Parts
     ((offset, size) inside it), and which of its bytes were read (None: all of them).
 
     On a link that pays per byte (`kp-read-block` chose exact reads) only the parts are
-    read, neighbours together when the bytes between cost less than a round trip
+    read, neighbours together when the bytes between clearly cost less than a round trip
     (read_model.cover); the bytes not read are zeros, and `layouts.View` refuses them.
     Otherwise the whole object, from the blocks, as `read()` would.
     """

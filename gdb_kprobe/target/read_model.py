@@ -46,21 +46,23 @@ def wire_bytes(size: int) -> int:
 
 def cover(size: int, parts: Parts, rtt: float, per_byte: float) -> Parts:
     """The exact reads that fetch `parts` of a `size`-byte object in the least time: two
-    neighbouring parts are read together when the bytes between them cost less than a
-    round trip; the whole object in one read when that is cheaper, or within NEAR (it
-    spares a later read of the other fields). Each gap is decided alone (the cost is
-    linear: a merge saves a round trip and pays its gap's bytes)."""
+    neighbouring parts are read together when that is clearly cheaper (by NEAR) than a
+    round trip more, the whole object when that is cheaper than the parts. On a near tie
+    the fewer bytes, as `ReadPolicy.choose` does when bytes count: a byte not read is
+    saved for sure, a round trip only as far as the fit is right."""
+    def cost(length: int) -> float:
+        return rtt + per_byte * wire_bytes(length)
+
     pieces: list[tuple[int, int]] = []
-    round_trip = rtt + per_byte * PACKET_OVERHEAD
     for offset, length in sorted(parts):
         if pieces:
             start, end = pieces[-1][0], pieces[-1][0] + pieces[-1][1]
-            if offset <= end or 2 * (offset - end) * per_byte < round_trip:
-                pieces[-1] = (start, max(end, offset + length) - start)
+            merged = max(end, offset + length) - start
+            if offset <= end or cost(end - start) + cost(length) > cost(merged) * NEAR:
+                pieces[-1] = (start, merged)
                 continue
         pieces.append((offset, length))
-    parts_cost = sum(rtt + per_byte * wire_bytes(length) for _, length in pieces)
-    if rtt + per_byte * wire_bytes(size) <= parts_cost * NEAR:
+    if cost(size) < sum(cost(length) for _, length in pieces):
         return ((0, size),)
     return tuple(pieces)
 
@@ -145,7 +147,9 @@ class LinkFit:
         small_x, small_t = _medians(self.small)
         large_x, large_t = _medians(self.large)
         per_byte = max(0.0, (large_t - small_t) / (large_x - small_x))
-        return max(0.0, small_t - per_byte * small_x), per_byte
+        # the round trip: what the small reads took beyond their bytes, read by read (a
+        # window of several sizes has no one point that is a read's)
+        return max(0.0, _median([t - per_byte * x for x, t in self.small])), per_byte
 
     def wants_small_read(self) -> bool:
         """No small read timed lately: the next small need should go exact."""

@@ -190,12 +190,21 @@ KPROBE_ROW = ((0, 8), (40, 8), (64, 8), (120, 4))
 
 
 def test_cover_reads_fields_apart_when_bytes_cost():
-    # 115200 baud: 16 bytes between addr and pre_handler cost less than a round trip
-    assert read_model.cover(128, KPROBE_ROW, *SERIAL_115200) == ((0, 8), (40, 32), (120, 4))
+    # 115200 baud, 0.5 ms a round trip: 16 bytes between addr and pre_handler cost about
+    # a round trip (32 hex digits); a near tie, so the fewer bytes
+    assert read_model.cover(128, KPROBE_ROW, *SERIAL_115200) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
 
 
-def test_cover_reads_the_whole_object_when_round_trips_cost():
-    assert read_model.cover(128, KPROBE_ROW, *TCP_1MS) == ((0, 128),)
+def test_cover_reads_neighbours_together_when_round_trips_cost_more():
+    # 115200 baud with 3 ms a round trip: the 16-byte gap is worth reading
+    assert read_model.cover(128, KPROBE_ROW, 0.003, 10 / 115200) == \
+        ((0, 8), (40, 32), (120, 4))
+
+
+def test_cover_reads_once_when_round_trips_cost():
+    assert read_model.cover(128, KPROBE_ROW, *TCP_1MS) == ((0, 124),)     # fewer bytes
+    assert read_model.cover(128, KPROBE_ROW, 0.005, 10 / 115200) == ((0, 128),)
 
 
 def test_cover_merges_overlapping_parts():
@@ -212,7 +221,8 @@ def test_serial_link_reads_the_parts_a_walk_uses():
     policy = trained(SERIAL_115200, [])
     for address, size, parts in row_walk(100):
         policy.need(address, size, parts)
-    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) == ((0, 8), (40, 32), (120, 4))
+    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
 
 
 def test_fast_link_reads_objects_whole_through_blocks():
@@ -279,6 +289,7 @@ def test_exact_reads_of_mixed_sizes_on_one_link_keep_the_fit():
 def test_forced_exact_reads_read_parts_before_the_link_is_known():
     policy = ReadPolicy()
     policy.forced = 0
-    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) == ((0, 8), (40, 32), (120, 4))
+    assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
     policy.forced = None
     assert policy.parts(0xff11000005000000, 128, KPROBE_ROW) is None    # auto: learning
