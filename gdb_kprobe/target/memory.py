@@ -73,10 +73,11 @@ def read_parts(address: int, size: int, parts: read_model.Parts
     (read_model.cover); the bytes not read are zeros, and `layouts.View` refuses them.
     Otherwise the whole object, from the blocks, as `read()` would.
     """
+    _policy.need(address, size, parts)
     whole = _cached(address, size)
     if whole is not None:
         return whole, None
-    pieces = _policy.parts(address, size, parts)
+    pieces = _policy.parts(size, parts)
     if pieces is None or pieces == ((0, size),):
         return _fetch(address, size), None
     data = bytearray(size)

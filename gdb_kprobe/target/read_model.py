@@ -198,10 +198,9 @@ class ReadPolicy:
         if len(self.current) < 16 * SIMULATED_NEEDS:
             self.current.append((address, size, parts))
 
-    def parts(self, address: int, size: int, parts: Parts) -> Parts | None:
-        """The exact reads for `parts` of an object (offsets inside it), or None to read
-        it whole through the blocks (or while the link is being learned)."""
-        self.need(address, size, parts)
+    def parts(self, size: int, parts: Parts) -> Parts | None:
+        """The exact reads for `parts` of a `size`-byte object (offsets inside it), or None
+        to read it whole through the blocks (or while the link is being learned)."""
         if self.block(size):
             return None
         estimate = self.fit.estimate()
