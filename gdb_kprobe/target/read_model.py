@@ -227,7 +227,9 @@ class ReadPolicy:
         estimate = self.fit.estimate()
         if estimate is None:
             # learning the link: a small read exact, the rest in full blocks, until the
-            # reads span sizes enough to tell the round trip from the bytes
+            # reads span sizes enough to tell the round trip from the bytes; a choice made
+            # before (the link changed) is void
+            self._choice = None
             return 0 if size <= LinkFit.SMALL and self.fit.wants_small_read() else MAX_BLOCK
         if self._choice is None or self._stale():
             self._choice = self.choose(estimate)

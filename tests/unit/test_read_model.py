@@ -293,3 +293,14 @@ def test_forced_exact_reads_read_parts_before_the_link_is_known():
         ((0, 8), (40, 8), (64, 8), (120, 4))
     policy.forced = None
     assert policy.parts(128, KPROBE_ROW) is None    # auto: learning
+
+
+def test_a_link_change_mid_stop_voids_the_choice():
+    policy = trained(SERIAL_115200, probe_walk(100))
+    assert policy.block(120) == 0                      # exact reads on the serial line
+    for _ in range(LinkFit.WINDOW):                    # the same stop, now on TCP
+        policy.observe(120, timed(TCP_1MS, 120))
+    assert policy.block(120) == read_model.MAX_BLOCK   # learning: blocks
+    for _ in range(LinkFit.LEAST):
+        policy.observe(2048, timed(TCP_1MS, 2048))
+    assert policy.block(120) == read_model.MAX_BLOCK   # chosen afresh, not the serial one
