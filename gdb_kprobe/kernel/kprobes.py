@@ -35,6 +35,7 @@ KPROBE_FLAG_ON_FUNC_ENTRY = 16
 # kprobes/list (address, kind, flags); the others are read when first asked for
 ROW_FIELDS = ("addr", "flags", "pre_handler")
 LATER_FIELDS = ("post_handler", "nmissed", "symbol_name", "offset", "opcode")
+ALL_FIELDS = ROW_FIELDS + LATER_FIELDS       # Kprobe's fields after `address`, in its order
 FLAG_NAMES = {KPROBE_FLAG_GONE: "GONE", KPROBE_FLAG_DISABLED: "DISABLED",
               KPROBE_FLAG_OPTIMIZED: "OPTIMIZED", KPROBE_FLAG_FTRACE: "FTRACE",
               KPROBE_FLAG_ON_FUNC_ENTRY: "ON_FUNC_ENTRY"}
@@ -124,10 +125,7 @@ class Handlers:
 
 
 def _decode(view: layouts.View) -> Kprobe:
-    return Kprobe(address=view.address, addr=view.ptr("addr"), flags=view.int("flags"),
-                  pre_handler=view.ptr("pre_handler"), post_handler=view.ptr("post_handler"),
-                  nmissed=view.int("nmissed"), symbol_name=view.ptr("symbol_name"),
-                  offset=view.int("offset"), opcode=view.int("opcode"))
+    return Kprobe(view.address, *view.ints(ALL_FIELDS))
 
 
 @dataclasses.dataclass
@@ -203,24 +201,23 @@ def read_table(whole: bool = False) -> KprobeTable:
     table_address, count = table_symbol()
     heads = memory.read(table_address, 8 * count)        # the whole table in one read
 
-    in_hash, in_aggregate = (*ROW_FIELDS, "hlist.next"), (*ROW_FIELDS, "list.next")
-
-    def read_probe(address: int, paths: tuple[str, ...]) -> layouts.View:
+    def probe_at(address: int, link: str) -> tuple[Kprobe, int]:
+        """The probe at `address` and its `link`'s next pointer, in one unpack: a row's
+        fields only (a listing of 10,000 probes decodes no more than it shows), or with
+        `whole` every field."""
         if whole:
-            return kprobe.view(memory.read(address, kprobe.size), address)
-        return _read_fields(kprobe, address, paths)
-
-    # a row's fields and the link only, in one unpack: a listing of 10,000 probes decodes
-    # no more than it shows
-    def fetch(node: int) -> tuple[Kprobe, int]:
-        address = node - hlist_offset
-        *row, following = read_probe(address, in_hash).ints(in_hash)
+            view = kprobe.view(memory.read(address, kprobe.size), address)
+            *fields, following = view.ints((*ALL_FIELDS, link))
+            return Kprobe(address, *fields), following
+        paths = (*ROW_FIELDS, link)
+        *row, following = _read_fields(kprobe, address, paths).ints(paths)
         return Kprobe.of_row(address, *row), following
+
+    def fetch(node: int) -> tuple[Kprobe, int]:
+        return probe_at(node - hlist_offset, "hlist.next")
 
     def fetch_child(node: int) -> tuple[Kprobe, int]:
-        address = node - list_offset
-        *row, following = read_probe(address, in_aggregate).ints(in_aggregate)
-        return Kprobe.of_row(address, *row), following
+        return probe_at(node - list_offset, "list.next")
 
     buckets = []
     for index in range(count):
