@@ -9,6 +9,7 @@ import gdb
 
 from gdb_kprobe.kernel import anatomy, kprobes, percpu
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
+from gdb_kprobe.kernel.runtime_code import runtime_code_symbol
 from gdb_kprobe.target import context, frame_labels, layouts, memory
 
 __all__ = ["Where", "WhereFrame", "where", "STAGES"]
@@ -76,9 +77,9 @@ def where() -> Where:
     while frame is not None and level < 64:
         function = frame.function()
         name = function.name if function else None
-        if name is None:               # asm code (asm_exc_int3, trampolines): ELF symbols
-            found = symbolizer.lookup(int(frame.pc()))
-            name = found.symbol if found else None
+        if name is None:               # asm code (asm_exc_int3): ELF symbols; code made at
+            found = symbolizer.lookup(int(frame.pc()))      # run time: kallsyms' name
+            name = found.symbol if found else runtime_code_symbol(int(frame.pc()))
         start = int(function.value().address) if function else None
         label = frame_labels.get(frame_labels.key_of(frame))
         if label:

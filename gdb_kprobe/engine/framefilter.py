@@ -9,6 +9,7 @@ from gdb.FrameDecorator import FrameDecorator
 from gdb_kprobe import arch
 from gdb_kprobe.engine import unwind
 from gdb_kprobe.kernel.kallsyms import Symbolizer
+from gdb_kprobe.kernel.runtime_code import runtime_code_symbol
 from gdb_kprobe.target import frame_labels
 
 __all__ = ["KprobeFrameFilter", "register", "label_of", "code_name"]
@@ -27,10 +28,14 @@ def label_of(frame: gdb.Frame) -> str | None:
 
 
 def code_name(pc: int) -> str:
-    """A name for code without a DWARF function (entry asm, trampolines), from the ELF
-    symbols as bt names it; "??" when no symbol covers pc."""
+    """A name for code without a DWARF function (entry asm, trampolines): from the ELF
+    symbols as bt names it, else the name /proc/kallsyms gives the run-time code holding pc
+    (a dynamic ftrace trampoline is `ftrace_trampoline`, an optprobe detour buffer
+    `kprobe_optinsn_page`); "??" when neither does. Only frames gdb has no name for ask."""
     found = Symbolizer().lookup(pc)
-    return found.symbol if found else "??"
+    if found:
+        return found.symbol
+    return runtime_code_symbol(pc) or "??"
 
 
 def _unnamed_kernel_frame(limit: int = 256) -> bool:

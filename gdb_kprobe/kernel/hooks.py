@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import anatomy, ftrace, ftrace_ops, kprobes, places
+from gdb_kprobe.kernel import anatomy, decode, ftrace, ftrace_ops, kprobes, places
 from gdb_kprobe.kernel.function_probes import Function
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.kprobes_list import ProbeRow, row_of
@@ -179,6 +179,10 @@ def _one_function(spec: str, gatherer: _Gatherer) -> FunctionHooks:
 
 def _one_address(spec: str, gatherer: _Gatherer) -> FunctionHooks:
     place = places.resolve(spec, gatherer.symbolizer)
+    if place.symbol is None:
+        raise KpError(f"{spec} is in no kernel or module function; kp-hooks takes a function, "
+                      "symbol+offset, or an address inside a function")
+    decode.require_boundary(place)   # a probe sits only where an instruction starts
     address = place.address
     rows = [row for row in gatherer.rows() if row.probe.addr == address]
     ip = _ftrace_ip(address, 1)

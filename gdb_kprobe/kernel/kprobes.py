@@ -21,6 +21,7 @@ from gdb_kprobe.target import layouts, memory, symbols
 __all__ = [
     "Kprobe", "Handlers", "Bucket", "KprobeTable", "KretprobeInfo", "TraceEvent",
     "read_table", "find_entry", "table_symbol", "hash_ptr", "read_kretprobe", "trace_event",
+    "on_dyn_event_list",
     "trace_hits", "FLAG_NAMES",
 ]
 
@@ -288,11 +289,26 @@ def read_kretprobe(probe: Kprobe) -> KretprobeInfo:
 
 @dataclasses.dataclass
 class TraceEvent:
-    """The kprobe_events trace event (struct trace_kprobe) a probe belongs to."""
+    """The trace event (struct trace_kprobe) a probe belongs to."""
 
     name: str                 # group/event
     address: int              # struct trace_kprobe
     nhit: int                 # unsigned long __percpu *: the hits kprobe_profile sums
+    # on dyn_event_list, i.e. in kprobe_events/dynamic_events (True), or a perf kprobe PMU
+    # probe made by perf_event_open() (False); None: this kernel cannot tell
+    listed: bool | None = True
+
+
+def on_dyn_event_list(trace_kprobe: int) -> bool | None:
+    """Is the `struct trace_kprobe` at `trace_kprobe` on dyn_event_list? A perf kprobe PMU
+    probe (create_local_trace_kprobe()) never is: its devent.list still points at itself
+    (dyn_event_init() does INIT_LIST_HEAD). `devent`: 5448d44c3855 "tracing: Add unified
+    dynamic event framework" (v5.0); None (unknown) without it."""
+    tk = layouts.layout("struct trace_kprobe")
+    if not tk.has_field("devent.list"):
+        return None
+    node = trace_kprobe + tk.offset("devent.list")
+    return memory.read_u64(node) != node
 
 
 def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
@@ -317,7 +333,8 @@ def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
     name = layouts.printable(memory.read_cstring(event_view.ptr("call.name"), 64))
     # trace_kprobe.nhit, a per-CPU counter for years; checked rather than assumed, since a
     # missing counter only costs kp-show its hit count
-    return TraceEvent(f"{group}/{name}", address, view.ptr("nhit") if tk.has_field("nhit") else 0)
+    return TraceEvent(f"{group}/{name}", address, view.ptr("nhit") if tk.has_field("nhit") else 0,
+                      on_dyn_event_list(address))
 
 
 def trace_hits(event: TraceEvent) -> int | None:

@@ -134,7 +134,8 @@ def details_for(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolize
         handlers += [("kretprobe handler", kretprobe.handler),
                      ("entry_handler", kretprobe.entry_handler)]
     attribution = attribute(probe.address, handlers, symbolizer.modules,
-                            event.name if event else None, symbolizer.damage)
+                            event.name if event else None, symbolizer.damage,
+                            event.listed if event else True)
     return Details(
         owner=attribution.owner,
         event=event,

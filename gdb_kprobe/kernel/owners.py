@@ -119,7 +119,8 @@ def region_of(address: int, modules: list[kmodules.Module],
 
 @dataclasses.dataclass(frozen=True)
 class Owner:
-    """Who a probe belongs to. kind: "trace_event", "module", "kernel", "unlisted_module"
+    """Who a probe belongs to. kind: "trace_event" (kprobe_events/dynamic_events),
+    "perf_kprobe" (a perf kprobe PMU event, made by perf_event_open()), "module", "kernel", "unlisted_module"
     (module space in no listed module), "foreign_code" (a handler outside the kernel's and
     the modules' code) or "unknown"; `address` and `region` say where, for the last three."""
 
@@ -136,6 +137,9 @@ class Owner:
     def __str__(self) -> str:
         if self.kind == "trace_event":
             return f"trace event {self.name}"
+        if self.kind == "perf_kprobe":
+            name = (self.name or "").partition("/")[2] or self.name
+            return f"perf kprobe PMU event {name} (perf_event_open, not in kprobe_events)"
         if self.kind == "module":
             return f"module {self.name}"
         if self.kind == "kernel":
@@ -181,10 +185,12 @@ def _warning(pointer: str, address: int, region: Region, is_code: bool) -> Owner
 
 
 def attribute(kprobe: int, handlers: list[tuple[str, int]], modules: list[kmodules.Module],
-              event: str | None = None, list_damage: str | None = None) -> Attribution:
+              event: str | None = None, list_damage: str | None = None,
+              event_listed: bool | None = True) -> Attribution:
     """The owner of the `struct kprobe` at `kprobe` whose handlers are (name, address) pairs
     (NULL ones skipped), and a warning for each pointer no known owner holds. `event` is
-    the kprobe_events trace event the probe belongs to, when it is one; `list_damage` why
+    the trace event the probe belongs to, when it is one (`event_listed` False: a perf
+    kprobe PMU event, in neither kprobe_events nor dynamic_events); `list_damage` why
     the walk of the module list stopped early (a module past it looks unlisted too)."""
     regions = [(name, address, region_of(address, modules)) for name, address in handlers
                if address]
@@ -197,7 +203,8 @@ def attribute(kprobe: int, handlers: list[tuple[str, int]], modules: list[kmodul
                                         f"{list_damage})") if w.region == MODULE_SPACE else w
                     for w in warnings]
     if event is not None:
-        return Attribution(Owner("trace_event", event), tuple(warnings))
+        kind = "perf_kprobe" if event_listed is False else "trace_event"
+        return Attribution(Owner(kind, event), tuple(warnings))
     return Attribution(_decide(kprobe, regions, struct_region), tuple(warnings))
 
 

@@ -10,7 +10,8 @@ embedded in a `struct trace_kprobe` (kernel/trace/trace_kprobe.c). Two kinds exi
   INIT_LIST_HEAD) and it is in neither kprobe_events nor dynamic_events.
 Its `struct trace_event_call` (tp.event->call) holds the perf events on it
 (`perf_events`, a per-CPU hlist of `struct perf_event` through `hlist_entry`, filled by
-perf_trace_add() while the event is scheduled on that CPU; `perf_refcount` counts them all)
+perf_trace_add() while the event is scheduled on that CPU; `perf_refcount` counts them all:
+a task-bound event whose task is not running now is found in that task's perf context)
 and the BPF programs attached to it (`prog_array`, a `struct bpf_prog_array` of
 `struct bpf_prog_array_item`, NULL-terminated; perf_event_attach_bpf_prog()).
 Anything else is owned as owners.attribute() decides (a module's handlers, or flagged code).
@@ -52,8 +53,9 @@ class BpfProg:
 
 @dataclasses.dataclass(frozen=True)
 class PerfEvent:
-    """One `struct perf_event` on the trace event: its owner task (event->owner; NULL for an
-    in-kernel counter), its CPU (-1: any) and its BPF program (event->prog)."""
+    """One `struct perf_event` on the trace event: its owner task (event->owner, the task
+    that opened it; NULL for an in-kernel counter), its CPU (-1: any), the task it counts
+    (event->hw.target; None for a CPU-wide event) and its BPF program (event->prog)."""
 
     address: int
     id: int | None
@@ -61,12 +63,16 @@ class PerfEvent:
     owner_pid: int | None
     owner_comm: str | None
     prog: BpfProg | None
+    task_pid: int | None = None
+    task_comm: str | None = None
 
     def __str__(self) -> str:
         who = f"pid {self.owner_pid} ({self.owner_comm})" if self.owner_pid is not None \
             else "no owner task (in-kernel)"
         cpu = "any CPU" if self.cpu in (None, -1) else f"CPU {self.cpu}"
-        return f"perf event {self.id if self.id is not None else '?'} of {who}, {cpu}"
+        task = f", task {self.task_pid} ({self.task_comm})" if self.task_pid is not None \
+            else ""
+        return f"perf event {self.id if self.id is not None else '?'} of {who}, {cpu}{task}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,32 +157,101 @@ def _perf_events(call: layouts.View, notes: list[str]) -> list[PerfEvent]:
     return found
 
 
+MAX_TASKS = 100_000              # a task list walk past it is a damaged list
+
+
+def _tasks(notes: list[str]) -> list[int]:
+    """Every `struct task_struct`: the processes on init_task.tasks, each with its threads
+    (signal->thread_head through thread_node, v3.14 on); the processes alone without it."""
+    task = layouts.layout("struct task_struct")
+    init = symbols.kernel().address_of("init_task")
+    if init is None:
+        return []
+    tasks_offset = task.offset("tasks")
+
+    def fetch(node: int) -> tuple[int, int]:
+        return node - tasks_offset, memory.read_u64(node)
+
+    head = init + tasks_offset
+    walk = lists.walk(memory.read_u64(head), head, fetch, "init_task.tasks", limit=MAX_TASKS)
+    if walk.damage:
+        notes.append(walk.damage)
+    processes = [init] + walk.items
+    signal = layouts.try_layout("struct signal_struct")
+    if signal is None or not signal.has_field("thread_head") or \
+            not task.has_field("thread_node"):
+        return processes
+    node_offset = task.offset("thread_node")
+    found: list[int] = []
+    for leader in processes:
+        signal_at = memory.read_u64(leader + task.offset("signal"))
+        threads: list[int] = []
+        if signal_at:
+            thread_head = signal_at + signal.offset("thread_head")
+            threads = lists.walk(memory.read_u64(thread_head), thread_head,
+                                 lambda n: (n - node_offset, memory.read_u64(n)),
+                                 "signal->thread_head", limit=MAX_TASKS).items
+        found += threads or [leader]
+    return found
+
+
+def _task_bound_events(call_at: int, notes: list[str]) -> list[PerfEvent]:
+    """The perf events on the trace event `call_at` (event->tp_event) in the tasks' perf
+    contexts: task->perf_event_ctxp (an array of contexts before v6.2, one after:
+    bd2756811766 "perf: Rewrite core context handling"), ctx->event_list through
+    event->event_entry. Walked only when a CPU's list lacks some of perf_refcount's events."""
+    task = layouts.layout("struct task_struct")
+    event = layouts.layout("struct perf_event")
+    context = layouts.try_layout("struct perf_event_context")
+    if context is None or not task.has_field("perf_event_ctxp") or \
+            not event.has_field("tp_event") or not event.has_field("event_entry"):
+        return []
+    slots = task.field("perf_event_ctxp")
+    found: list[PerfEvent] = []
+    try:
+        tasks = _tasks(notes)
+    except KpError as exc:
+        notes.append(f"task list unreadable: {exc}")
+        return []
+    for task_at in tasks:
+        try:
+            raw = memory.read(task_at + slots.offset, slots.size)
+        except KpError:
+            continue
+        contexts = {int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)}
+        for ctx in sorted(contexts - {0}):
+            walk = lists.for_each_entry(ctx + context.offset("event_list"), event,
+                                        "event_entry", lambda v: v, "perf_event_context")
+            found += [_perf_event(view) for view in walk.items
+                      if view.ptr("tp_event") == call_at]
+    return found
+
+
 def _perf_event(view: layouts.View) -> PerfEvent:
     layout = view.layout
     owner = view.ptr("owner") if layout.has_field("owner") else 0
-    pid, comm = None, None
-    if owner:
-        task = layouts.layout("struct task_struct")
-        comm = layouts.printable(memory.read_cstring(owner + task.offset("comm"), 16))
-        pid = int.from_bytes(memory.read(owner + task.offset("pid"), 4), "little", signed=True)
+    pid, comm = _pid_comm(owner)
+    # hw.target: perf_event_alloc() sets it for an event bound to a task (pid >= 0)
+    target = view.ptr("hw.target") if layout.has_field("hw.target") else 0
+    task_pid, task_comm = _pid_comm(target)
     # event->prog: CONFIG_BPF_SYSCALL with CONFIG_EVENT_TRACING
     prog = view.ptr("prog") if layout.has_field("prog") else 0
     cpu = view.int("cpu") if layout.has_field("cpu") else None
     if cpu is not None and cpu >= 1 << 31:
         cpu -= 1 << 32
     return PerfEvent(view.address, view.int("id") if layout.has_field("id") else None, cpu,
-                     pid, comm, bpf_prog(prog) if prog else None)
+                     pid, comm, bpf_prog(prog) if prog else None, task_pid, task_comm)
 
 
-def _is_local(trace_kprobe: int) -> bool | None:
-    """create_local_trace_kprobe()'s probes are never put on dyn_event_list: their
-    devent.list still points at itself. `devent`: 5448d44c3855 "tracing: Add unified dynamic
-    event framework" (v5.0); None (unknown) without it."""
-    tk = layouts.layout("struct trace_kprobe")
-    if not tk.has_field("devent.list"):
-        return None
-    node = trace_kprobe + tk.offset("devent.list")
-    return memory.read_u64(node) == node
+def _pid_comm(task_at: int) -> tuple[int | None, str | None]:
+    """pid and comm of a `struct task_struct`, (None, None) for NULL; comm escaped (a task
+    names itself)."""
+    if not task_at:
+        return None, None
+    task = layouts.layout("struct task_struct")
+    comm = layouts.printable(memory.read_cstring(task_at + task.offset("comm"), 16))
+    pid = int.from_bytes(memory.read(task_at + task.offset("pid"), 4), "little", signed=True)
+    return pid, comm
 
 
 def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
@@ -188,11 +263,7 @@ def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
         return ProbeOwner(details.owner.kind, str(details.owner), details)
     event = details.event
     notes: list[str] = []
-    local = _is_local(event.address)
-    kind = "perf_kprobe" if local else "trace_event"
-    group, _, name = event.name.partition("/")
-    text = (f"perf kprobe PMU event {name} (perf_event_open, not in kprobe_events)" if local
-            else f"trace event {event.name}")
+    kind, text = details.owner.kind, str(details.owner)     # owners.attribute()'s words
     refcount, perf, progs = None, [], []
     try:
         tk = layouts.layout("struct trace_kprobe")
@@ -206,8 +277,14 @@ def owner_of(row: ProbeRow, table: kprobes.KprobeTable, symbolizer: Symbolizer,
             refcount = view.int("perf_refcount")
             perf = _perf_events(view, notes)
             if refcount and len(perf) < refcount:
-                notes.append(f"{refcount - len(perf)} more perf event(s) not on a CPU's list now "
-                             "(a task-bound event is there only while its task runs)")
+                # a task-bound event is on a CPU's list only while its task runs: the
+                # others are in their task's perf context
+                known = {event.address for event in perf}
+                perf += [event for event in _task_bound_events(call_at, notes)
+                         if event.address not in known]
+            if refcount and len(perf) < refcount:
+                notes.append(f"{refcount - len(perf)} more perf event(s) on no CPU's list and "
+                             "in no task's perf context")
         if call.has_field("prog_array"):
             progs = prog_array(view.ptr("prog_array"))
     except KpError as exc:

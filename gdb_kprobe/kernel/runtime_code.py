@@ -15,7 +15,7 @@ from gdb_kprobe.kernel import lists
 from gdb_kprobe.kernel import modules as kmodules
 from gdb_kprobe.target import cache, layouts, memory, symbols
 
-__all__ = ["runtime_code_name", "code_name", "symbol_at", "PAGE_SIZE"]
+__all__ = ["runtime_code_name", "runtime_code_symbol", "code_name", "symbol_at", "PAGE_SIZE"]
 
 PAGE_SIZE = 4096            # a kprobe instruction page (alloc_insn_page(): one page)
 
@@ -74,6 +74,13 @@ def runtime_code_name(address: int) -> str | None:
         if start <= address < end:
             return name if address == start else f"{name}+{address - start:#x}"
     return None
+
+
+def runtime_code_symbol(address: int) -> str | None:
+    """runtime_code_name() without the +offset: the name a backtrace gives the frame of a
+    PC in that code ("ftrace_trampoline"), as it gives a symbol's."""
+    name = runtime_code_name(address)
+    return name.split("+", 1)[0] if name else None
 
 
 def symbol_at(address: int) -> str | None:

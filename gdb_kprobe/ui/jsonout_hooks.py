@@ -24,6 +24,7 @@ def _prog(prog: BpfProg | None) -> dict | None:
 def _perf(event: PerfEvent) -> dict:
     return {"address": hexed(event.address), "id": event.id, "cpu": event.cpu,
             "owner_pid": event.owner_pid, "owner_comm": event.owner_comm,
+            "task_pid": event.task_pid, "task_comm": event.task_comm,
             "bpf_prog": _prog(event.prog)}
 
 

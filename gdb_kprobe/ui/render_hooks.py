@@ -77,6 +77,13 @@ def _detail(value: object) -> str:
     return str(value)
 
 
+def _detail_words(key: str, value: object) -> str:
+    """`key: value` in the words kp-list -v uses: flags joined by |, no underscores."""
+    if key == "flag_names" and isinstance(value, (list, tuple)):
+        return f"flags: {'|'.join(map(str, value)) or '0'}"
+    return f"{key.replace('_', ' ')}: {_detail(value)}"
+
+
 def ops_lines(hook: OpsHook, palette: Palette = PLAIN) -> list[str]:
     ops = hook.ops
     func = hook.func_name or (f"{ops.func:#x}" if ops.func else "-")
@@ -87,7 +94,7 @@ def ops_lines(hook: OpsHook, palette: Palette = PLAIN) -> list[str]:
     lines = [text]
     details = {key: value for key, value in ops.details.items() if key not in SHOWN_ALREADY}
     if details:
-        lines.append(SUB + "  ".join(f"{key}: {_detail(value)}"
+        lines.append(SUB + "  ".join(_detail_words(key, value)
                                      for key, value in details.items()))
     lines += [f"{SUB}warning: {warning.note}" for warning in hook.warnings]
     return lines

@@ -27,6 +27,12 @@ ATTACHED = [
     ("kp-list a b", "kp-list: unrecognized arguments: b" + SEE.format("kp-list")),
     ("kp-hooks a b", "kp-hooks: unrecognized arguments: b" + SEE.format("kp-hooks")),
     ("kp-hooks --bogus", "kp-hooks: unrecognized arguments: --bogus" + SEE.format("kp-hooks")),
+    ("kp-hooks nosuch_function", NO_SYMBOL.format("nosuch_function")),
+    ("kp-hooks 0xdead000000000000", "0xdead000000000000 is in no kernel or module function; "
+     "kp-hooks takes a function, symbol+offset, or an address inside a function"),
+    ("kp-hooks inet_accept+1", "re:inet_accept\\+0x1 is not an instruction boundary: it falls "
+     "inside `.*` at inet_accept\\+0x[04] \\([45] bytes\\); register_kprobe\\(\\) refuses it with "
+     "-EILSEQ"),
     ("kp-list -m", "kp-list: argument -m/--module: expected one argument" + SEE.format("kp-list")),
     ("kp-list --verbose=yes", "kp-list: argument -v/--verbose: ignored explicit argument 'yes'"
      + SEE.format("kp-list")),

@@ -80,7 +80,10 @@ def check_path(session, handler_bp: str, entry_kind: str, probed: str, probed_fu
             plain.append(args_of(session))       # a plain breakpoint on the probed function
             return "unwound" in seen and seen["unwound"] in plain
         bt = session.gdb.execute("bt 40")
-        assert re.search(rf"<kprobe: {entry_kind} on {re.escape(probed)}", bt), bt
+        entry = re.search(rf"^#\d+\s+(0x[0-9a-f]+) in (\S+) <kprobe: {entry_kind} on "
+                          rf"{re.escape(probed)}", bt, re.M)
+        assert entry, bt
+        seen["entry"] = (int(entry.group(1), 16), entry.group(2))
         level = probed_frame(bt, probed_function)
         after = bt.split(f"#{level} ", 1)[1]
         assert "inet_accept" in after and SYSCALL in after, bt
@@ -97,6 +100,20 @@ def check_path(session, handler_bp: str, entry_kind: str, probed: str, probed_fu
 
     run(session, [probed_function, handler_bp], on_stop, max_stops=4)
     assert seen["unwound"] in plain, (seen, plain)
+    return seen["entry"]
+
+
+def kallsyms_name(session, pc: int) -> str:
+    """What the guest's /proc/kallsyms calls the code at pc (%pS's rule: the nearest entry
+    at or below it), from its entries in pc's 64 KiB, else its 1 MiB (few lines either)."""
+    for shift in (16, 20):
+        prefix = f"{pc >> shift:0{(64 - shift) // 4}x}"
+        rows = session.guest(f"grep '^{prefix}' /proc/kallsyms || true").splitlines()
+        below = [(int(row.split()[0], 16), row.split()[2]) for row in rows
+                 if len(row.split()) >= 3 and int(row.split()[0], 16) <= pc]
+        if below:
+            return max(below)[1]
+    raise AssertionError(f"no /proc/kallsyms entry in the MiB below {pc:#x}")
 
 
 def test_int3_path(session):
@@ -106,14 +123,20 @@ def test_int3_path(session):
 
 
 def test_optprobe_path(session):
+    """The detour buffer's frame is named as /proc/kallsyms names its page."""
     place = inner_place(session)
-    check_path(session, handler_bp(session, place, "kprobe_dispatcher"), "optprobe", place,
-               "inet_accept")
+    pc, name = check_path(session, handler_bp(session, place, "kprobe_dispatcher"), "optprobe",
+                          place, "inet_accept")
+    assert name == kallsyms_name(session, pc) == "kprobe_optinsn_page", (hex(pc), name)
 
 
 def test_ftrace_path(session):
-    check_path(session, handler_bp(session, "inet_csk_accept"), "ftrace", "inet_csk_accept+0x",
-               "inet_csk_accept")
+    """The trampoline frame is named as /proc/kallsyms names its code: a dynamic ftrace
+    trampoline (kprobes' ftrace_ops alone on the site) is `ftrace_trampoline`, not `??`."""
+    pc, name = check_path(session, handler_bp(session, "inet_csk_accept"), "ftrace",
+                          "inet_csk_accept+0x", "inet_csk_accept")
+    assert name != "??"
+    assert name == kallsyms_name(session, pc), (hex(pc), name)
 
 
 def test_kretprobe_caller_and_finish(session):

@@ -222,3 +222,12 @@ def test_nothing_hooked(model, monkeypatch):
     monkeypatch.setattr(model, "ftrace_model", lambda: types.SimpleNamespace(
         hooked_ips=lambda: {}))
     assert render_hooks.hooks_report(model.hooks_on(None)).startswith("no function is hooked")
+
+
+def test_ops_details_in_kp_list_v_words():
+    from gdb_kprobe.ui import render_hooks
+    assert render_hooks._detail_words("flag_names", ["ENABLED", "SAVE_REGS"]) == \
+        "flags: ENABLED|SAVE_REGS"
+    assert render_hooks._detail_words("ops_symbol", "kprobe_ftrace_ops") == \
+        "ops symbol: kprobe_ftrace_ops"
+    assert render_hooks._detail_words("link_id", 4) == "link id: 4"

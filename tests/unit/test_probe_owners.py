@@ -119,8 +119,9 @@ def test_local_trace_kprobe_has_a_self_linked_devent(owners):
     local, listed = 0xFF11000002000000, 0xFF11000003000000
     image[local] = struct.pack("<QQ", local, local) + bytes(240)
     image[listed] = struct.pack("<QQ", 0xFFFFFFFF83000000, 0xFFFFFFFF83000000) + bytes(240)
-    assert probe_owners._is_local(local) is True
-    assert probe_owners._is_local(listed) is False
+    from gdb_kprobe.kernel import kprobes
+    assert kprobes.on_dyn_event_list(local) is False
+    assert kprobes.on_dyn_event_list(listed) is True
 
 
 def test_unreadable_prog_array_is_one_error_line(owners):

@@ -1304,7 +1304,8 @@ def probe_rows(draw):
         regions = st.sampled_from(["kernel_image", "module", "module_space", "vmalloc",
                                    "direct_map", "unknown"])
         owner = draw(st.builds(owners.Owner, st.sampled_from(
-            ["kernel", "module", "trace_event", "unlisted_module", "foreign_code", "unknown"]),
+            ["kernel", "module", "trace_event", "perf_kprobe", "unlisted_module", "foreign_code",
+             "unknown"]),
             st.none() | names, st.none() | u64, regions,
             st.sampled_from(["code", "memory"])))
         warnings = tuple(draw(st.lists(st.builds(
