@@ -8,6 +8,7 @@ from bench.common import GROUP
 
 # The issue's targets.
 TARGET_PACKETS_FACTOR = 1.2            # memory reads ≤ 1.2 × (1 + N)
+TARGET_N = 1000                        # the N of the time targets
 TARGET_TIME = {0.0: 0.1, 1.0: 1.5}     # kp-list at N=1000, seconds, by delay
 TARGET_SPEEDUP = 5.0                   # naive time / kp-list time
 TARGET_COLD_WARM = 3.0                 # seconds
@@ -142,10 +143,17 @@ def _hooks_checks(kernel: str, largest: dict[str, Any]) -> list[Check]:
 
 
 def target_checks(kernel: str, runs: list[dict[str, Any]]) -> list[Check]:
-    """(target, met, measured) for the issue's targets."""
+    """(target, met, measured) for the issue's targets. The time and cold-start targets are
+    the issue's for N = 1000 (bench/report.py has those of N = 10,000): judged at the
+    largest N up to 1000, and not at all without one."""
     largest = max(runs, key=lambda run: run["n"])
-    cold = median_of(largest["cold_start"]["warm_index"])
-    cold_check = (f"{kernel} N={largest['n']} cold start ≤ {TARGET_COLD_WARM:g} s (warm index)",
+    judged = max((run for run in runs if run["n"] <= TARGET_N), key=lambda run: run["n"],
+                 default=None)
+    if judged is None:                  # e.g. N = 10,000 alone: not these targets' N
+        return [*_read_checks(kernel, runs), *_hooks_checks(kernel, largest),
+                *_output_checks(kernel, runs)]
+    cold = median_of(judged["cold_start"]["warm_index"])
+    cold_check = (f"{kernel} N={judged['n']} cold start ≤ {TARGET_COLD_WARM:g} s (warm index)",
                   cold <= TARGET_COLD_WARM, f"{cold:.2f} s")
-    return [*_time_checks(kernel, largest), *_read_checks(kernel, runs), cold_check,
+    return [*_time_checks(kernel, judged), *_read_checks(kernel, runs), cold_check,
             *_hooks_checks(kernel, largest), *_output_checks(kernel, runs)]

@@ -59,13 +59,13 @@ def direct_times(lab: Lab, tools: Tools, expected: str, n: int,
                  checks: dict[str, list[str]], profile: bool) -> dict[str, Any]:
     """The commands with gdb straight on QEMU's gdbstub: the true 0 ms times, free of
     the relay's own cost (its Python threads add tens of µs per round trip). With
-    `profile`, also a cProfile of kp-list and kp-list -v (local costs, no relay)."""
+    `profile`, also a cProfile of kp-list, kp-list -v and kp-hooks (local costs, no relay)."""
     session = Session(lab, None, tools)
     profiles: dict[str, str] = {}
     try:
         warm_up(session)
         runs = run_commands(session, tools.repeat, expected, n, "without the relay", checks)
-        for command in ("kp-list", "kp-list -v") if profile else ():
+        for command in ("kp-list", "kp-list -v", "kp-hooks") if profile else ():
             session.fresh_stop()
             profiles[command] = session.profile(
                 command, tools.workdir / f"profile-{n}-{command.replace(' ', '')}.txt")

@@ -105,7 +105,7 @@ def links_rows(kernel: str, runs: list[dict[str, Any]]) -> list[list[str]]:
     for run in runs:
         bound = run.get("lower_bound", {}).get("bytes")
         for link, commands in _link_entries(run):
-            kp, kpv, naive = (commands[c] for c in COMMANDS)
+            kp, kpv, naive = (commands[c] for c in ("kp-list", "kp-list -v", "naive-kp-list"))
             kp_bytes = kp["memory_read_bytes"]
             rows.append([
                 kernel, str(run["n"]), link, f"{kp['median_s']:.3f}",
@@ -350,10 +350,15 @@ def write_results(kernel: str, machine: dict[str, Any], runs: list[dict[str, Any
 
 
 def rerender(paths: list[str]) -> int:
-    """--render: rewrite the .md next to each results .json (after a report change)."""
+    """--render: rewrite the .md next to each results .json (after a report change), the
+    targets judged again from the runs (after a change of bench/checks.py)."""
     for name in paths:
         path = pathlib.Path(name)
         payload = json.loads(path.read_text())
+        checks = target_checks(payload["kernel"], payload["runs"]) + \
+            link_checks(payload["kernel"], payload["runs"])
+        payload["targets"] = [{"target": t, "met": ok, "measured": m} for t, ok, m in checks]
+        path.write_text(json.dumps(payload, indent=1) + "\n")
         path.with_name(path.name.removesuffix(".json") + ".md").write_text(
             render_markdown(payload))
     return 0

@@ -79,7 +79,8 @@ class _ReadBlockParameter(gdb.Parameter):
 auto (the default) times each remote read, fits time = round trip + bytes / throughput
 (hex doubles the bytes on the wire), and reads what the commands ask for at the block
 size that minimises the expected time: 2 KiB blocks over fast TCP, where the round trip
-dominates; exact reads over kgdb on a serial line, which pays per byte.
+dominates; exact reads over kgdb on a serial line, which pays per byte, and of only
+the fields of an object a walk uses (neighbours together when a round trip costs more).
 N forces aligned N-byte blocks (a power of two up to 4096); 0 or 1 means exact reads.
 `show kp-read-block` also says what auto has measured of the link."""
 

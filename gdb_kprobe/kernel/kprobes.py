@@ -4,7 +4,8 @@ Mirrors kernel/kprobes.c: `kprobe_table[KPROBE_TABLE_SIZE]` is an array of
 hlists of `struct kprobe`; a probe whose pre_handler is `aggr_pre_handler` is an
 aggregate whose `list` holds the probes registered on that address. Each probe
 struct is read from the target in one memory read and decoded with its DWARF
-layout.
+layout; on a link that pays per byte (`kp-read-block`), only the fields a listing
+row uses and its link (memory.read_parts), the rest when first asked for.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ KPROBE_FLAG_DISABLED = 2
 KPROBE_FLAG_OPTIMIZED = 4
 KPROBE_FLAG_FTRACE = 8
 KPROBE_FLAG_ON_FUNC_ENTRY = 16
+# what a walk of kprobe_table reads of each probe besides its link: the fields of a row of
+# kprobes/list (address, kind, flags); the others are read when first asked for
+ROW_FIELDS = ("addr", "flags", "pre_handler")
+LATER_FIELDS = ("post_handler", "nmissed", "symbol_name", "offset", "opcode")
+ALL_FIELDS = ROW_FIELDS + LATER_FIELDS       # Kprobe's fields after `address`, in its order
 FLAG_NAMES = {KPROBE_FLAG_GONE: "GONE", KPROBE_FLAG_DISABLED: "DISABLED",
               KPROBE_FLAG_OPTIMIZED: "OPTIMIZED", KPROBE_FLAG_FTRACE: "FTRACE",
               KPROBE_FLAG_ON_FUNC_ENTRY: "ON_FUNC_ENTRY"}
@@ -77,6 +83,26 @@ class Kprobe:
             names.append(f"{unknown:#x}?")
         return names
 
+    @classmethod
+    def of_row(cls, address: int, addr: int, flags: int, pre_handler: int) -> "Kprobe":
+        """A probe decoded from ROW_FIELDS (maybe all that was read of it): LATER_FIELDS
+        are left unset, and `__getattr__` reads them (the whole struct: one read, or the
+        read cache) when first asked for."""
+        probe = cls(address, addr, flags, pre_handler, 0, 0, 0, 0, 0)
+        for name in LATER_FIELDS:
+            del probe.__dict__[name]
+        return probe
+
+    def __getattr__(self, name: str) -> int:
+        # called only for an attribute that is not set: LATER_FIELDS of a probe of_row()
+        if name in LATER_FIELDS and "address" in self.__dict__:
+            kprobe = layouts.layout("struct kprobe")
+            whole = _decode(kprobe.view(memory.read(self.address, kprobe.size), self.address))
+            for later in LATER_FIELDS:
+                self.__dict__[later] = getattr(whole, later)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 @dataclasses.dataclass
 class Handlers:
@@ -100,10 +126,7 @@ class Handlers:
 
 
 def _decode(view: layouts.View) -> Kprobe:
-    return Kprobe(address=view.address, addr=view.ptr("addr"), flags=view.int("flags"),
-                  pre_handler=view.ptr("pre_handler"), post_handler=view.ptr("post_handler"),
-                  nmissed=view.int("nmissed"), symbol_name=view.ptr("symbol_name"),
-                  offset=view.int("offset"), opcode=view.int("opcode"))
+    return Kprobe(view.address, *view.ints(ALL_FIELDS))
 
 
 @dataclasses.dataclass
@@ -168,9 +191,10 @@ def table_symbol() -> tuple[int, int]:
     return address, array.sizeof // element.sizeof
 
 
-def read_table() -> KprobeTable:
+def read_table(whole: bool = False) -> KprobeTable:
     """A snapshot of `kprobe_table[]`: every bucket's hlist, aggregates with their children,
-    and a note wherever a list is damaged."""
+    and a note wherever a list is damaged. `whole`: read every struct kprobe whole (for
+    a caller that shows all its fields), not only what a listing row uses."""
     handlers = Handlers.lookup()
     kprobe = layouts.layout("struct kprobe")
     hlist_offset = kprobe.offset("hlist")
@@ -178,15 +202,23 @@ def read_table() -> KprobeTable:
     table_address, count = table_symbol()
     heads = memory.read(table_address, 8 * count)        # the whole table in one read
 
+    def probe_at(address: int, link: str) -> tuple[Kprobe, int]:
+        """The probe at `address` and its `link`'s next pointer, in one unpack: a row's
+        fields only (a listing of 10,000 probes decodes no more than it shows), or with
+        `whole` every field."""
+        if whole:
+            view = kprobe.view(memory.read(address, kprobe.size), address)
+            *fields, following = view.ints((*ALL_FIELDS, link))
+            return Kprobe(address, *fields), following
+        paths = (*ROW_FIELDS, link)
+        *row, following = _read_fields(kprobe, address, paths).ints(paths)
+        return Kprobe.of_row(address, *row), following
+
     def fetch(node: int) -> tuple[Kprobe, int]:
-        address = node - hlist_offset
-        view = kprobe.view(memory.read(address, kprobe.size), address)
-        return _decode(view), view.ptr("hlist.next")
+        return probe_at(node - hlist_offset, "hlist.next")
 
     def fetch_child(node: int) -> tuple[Kprobe, int]:
-        address = node - list_offset
-        view = kprobe.view(memory.read(address, kprobe.size), address)
-        return _decode(view), view.ptr("list.next")
+        return probe_at(node - list_offset, "list.next")
 
     buckets = []
     for index in range(count):
@@ -219,9 +251,15 @@ def hash_ptr(address: int, bits: int) -> int:
 
 
 def _list_next(probe: Kprobe, kprobe: layouts.Layout) -> int:
-    # the aggregate's own bytes are in the read cache: no new read
-    view = kprobe.view(memory.read(probe.address, kprobe.size), probe.address)
-    return view.ptr("list.next")
+    # the aggregate's own bytes are in the read cache when it was read whole
+    return _read_fields(kprobe, probe.address, ("list.next",)).ptr("list.next")
+
+
+def _read_fields(layout: layouts.Layout, address: int, paths: tuple[str, ...]) -> layouts.View:
+    """The struct at `address`, of which `paths` are used: read whole or in parts, as the
+    link makes cheaper (memory.read_parts)."""
+    data, known = memory.read_parts(address, layout.size, layout.spans(paths))
+    return layout.view(data, address, known)
 
 
 # -- details for kp-list -v / kp-show --------------------------------------------------
@@ -286,10 +324,11 @@ def trace_event(probe: Kprobe, kretprobe: KretprobeInfo | None,
     # related data from trace_probe" (v5.3); older kernels are not supported
     tk = layouts.layout("struct trace_kprobe")
     address = probe.address - tk.offset("rp.kp")
-    view = tk.view(memory.read(address, tk.size), address)
+    view = _read_fields(tk, address, ("tp.event", "nhit") if tk.has_field("nhit")
+                        else ("tp.event",))
     event_ptr = view.ptr("tp.event")
     event = layouts.layout("struct trace_probe_event")
-    event_view = event.view(memory.read(event_ptr, event.size), event_ptr)
+    event_view = _read_fields(event, event_ptr, ("class.system", "call.name"))
     group = layouts.printable(memory.read_cstring(event_view.ptr("class.system"), 64))
     name = layouts.printable(memory.read_cstring(event_view.ptr("call.name"), 64))
     # trace_kprobe.nhit, a per-CPU counter for years; checked rather than assumed, since a

@@ -79,8 +79,9 @@ class Report:
 
 
 def probe_rows(verbose: bool = False) -> Report:
-    """Every registered probe in debugfs order; with `verbose`, each row's Details too."""
-    table = kprobes.read_table()
+    """Every registered probe in debugfs order; with `verbose`, each row's Details too
+    (which show all of each struct kprobe: read whole)."""
+    table = kprobes.read_table(whole=verbose)
     symbolizer = Symbolizer()
     rows: list[ProbeRow | Damage] = []
     for entry in table.reported():

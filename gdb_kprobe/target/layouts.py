@@ -69,6 +69,8 @@ class Layout:
         self.type = gdb_type.strip_typedefs()
         self.size = self.type.sizeof
         self._fields: dict[str, Member | None] = {}
+        self._unpackers: dict[tuple[str, ...], tuple[struct.Struct, tuple[int, ...]]] = {}
+        self._spans: dict[tuple[str, ...], tuple[tuple[int, int], ...]] = {}
 
     def field(self, path: str) -> Member:
         found = self._find(path)
@@ -124,8 +126,40 @@ class Layout:
         self._fields[path] = found
         return found
 
-    def view(self, data: bytes, address: int = 0) -> "View":
-        return View(self, data, address)
+    def spans(self, paths: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+        """(offset, size) of each field of `paths`: the parts of it a reader uses."""
+        found = self._spans.get(paths)
+        if found is None:
+            found = self._spans[paths] = tuple((self.field(path).offset, self.field(path).size)
+                                               for path in paths)
+        return found
+
+    def unpacker(self, paths: tuple[str, ...]) -> tuple[struct.Struct, tuple[int, ...]]:
+        """One struct.Struct that decodes the integer fields `paths` at once (a walk over
+        10,000 probes decodes 40,000 fields), and the order that gives them back as asked."""
+        found = self._unpackers.get(paths)
+        if found is not None:
+            return found
+        fields = sorted(((self.field(path), index) for index, path in enumerate(paths)),
+                        key=lambda pair: pair[0].offset)
+        fmt, end = "<", 0
+        for field, index in fields:
+            code = _INT_FORMATS.get(field.size)
+            if code is None or field.bitsize or field.offset < end:
+                raise KpError(f"field `{paths[index]}` of `{self.name}` is not a whole "
+                              "integer apart from the others")
+            fmt += f"{field.offset - end}x" if field.offset > end else ""
+            fmt += code.lower() if field.signed else code
+            end = field.offset + field.size
+        order = tuple(sorted(range(len(fields)), key=lambda place: fields[place][1]))
+        found = self._unpackers[paths] = (struct.Struct(fmt), order)
+        return found
+
+    def view(self, data: bytes, address: int = 0,
+             known: tuple[tuple[int, int], ...] | None = None) -> "View":
+        """`data` decoded as this struct; `known`: the (offset, size) spans of it that
+        were read (memory.read_parts), None when all were."""
+        return View(self, data, address, known)
 
 
 def _member(struct_type: gdb.Type, name: str):
@@ -144,17 +178,29 @@ def _member(struct_type: gdb.Type, name: str):
 
 
 class View:
-    """A struct decoded from its bytes: `view.u("flags")`, `view.ptr("addr")`."""
+    """A struct decoded from its bytes: `view.u("flags")`, `view.ptr("addr")`. Of a struct
+    read in parts (`known`), a field outside them is refused, never decoded from zeros."""
 
-    __slots__ = ("layout", "data", "address")
+    __slots__ = ("layout", "data", "address", "known")
 
-    def __init__(self, layout: Layout, data: bytes, address: int) -> None:
+    def __init__(self, layout: Layout, data: bytes, address: int,
+                 known: tuple[tuple[int, int], ...] | None = None) -> None:
         self.layout = layout
         self.data = data
         self.address = address
+        self.known = known
+
+    def _check_read(self, path: str, field: Member) -> None:
+        assert self.known is not None
+        if not any(start <= field.offset and field.offset + field.size <= start + length
+                   for start, length in self.known):
+            raise KpError(f"`{path}` of the `{self.layout.name}` at {self.address:#x} was "
+                          "not read (read in parts); a bug in gdb_kprobe")
 
     def int(self, path: str) -> int:
         field = self.layout.field(path)
+        if self.known is not None:
+            self._check_read(path, field)
         fmt = _INT_FORMATS.get(field.size)
         if fmt is None:
             raise KpError(f"field `{path}` of `{self.layout.name}` is not an integer")
@@ -167,8 +213,19 @@ class View:
 
     ptr = int
 
+    def ints(self, paths: tuple[str, ...]) -> tuple[int, ...]:
+        """The integer fields `paths`, in that order, decoded in one go (`int` each)."""
+        unpack, order = self.layout.unpacker(paths)
+        if self.known is not None:
+            for path in paths:
+                self._check_read(path, self.layout.field(path))
+        values = unpack.unpack_from(self.data)
+        return tuple(values[place] for place in order)
+
     def bytes(self, path: str) -> bytes:
         field = self.layout.field(path)
+        if self.known is not None:
+            self._check_read(path, field)
         return self.data[field.offset: field.offset + field.size]
 
     def string(self, path: str) -> str:

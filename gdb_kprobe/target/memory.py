@@ -19,8 +19,8 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import cache, dump, read_model
 
-__all__ = ["BLOCK", "stats", "read", "read_u64", "read_cstring", "read_slot", "set_read_block",
-           "describe_reads"]
+__all__ = ["BLOCK", "stats", "read", "read_parts", "read_u64", "read_cstring", "read_slot",
+           "set_read_block", "describe_reads"]
 
 _cache: dict[tuple[int, int], bytes] = {}
 _bad_blocks: set[tuple[int, int]] = set()   # blocks that failed at this stop (MMIO, holes)
@@ -58,18 +58,53 @@ def read(address: int, size: int) -> bytes:
     either way, and the block serves later reads); otherwise it is read exactly.
     """
     _policy.need(address, size)
-    key = (address, size)
-    data = _cache.get(key)
+    data = _cached(address, size)
+    return data if data is not None else _fetch(address, size)
+
+
+def read_parts(address: int, size: int, parts: read_model.Parts
+               ) -> tuple[bytes, read_model.Parts | None]:
+    """The `size` bytes of an object at `address` of which a walk uses only `parts`
+    ((offset, size) inside it), and which of its bytes were read (None: all of them).
+
+    On a link that pays per byte (`kp-read-block` chose exact reads) only the parts are
+    read, neighbours together when the bytes between clearly cost less than a round trip
+    (read_model.cover); the bytes not read are zeros, and `layouts.View` refuses them.
+    Otherwise the whole object, from the blocks, as `read()` would.
+    """
+    _policy.need(address, size, parts)
+    whole = _cached(address, size)
+    if whole is not None:
+        return whole, None
+    pieces = _policy.parts(size, parts)
+    if pieces is None or pieces == ((0, size),):
+        return _fetch(address, size), None
+    data = bytearray(size)
+    for offset, length in pieces:
+        piece = _cached(address + offset, length)
+        data[offset: offset + length] = piece if piece is not None else \
+            _fetch(address + offset, length)
+    return bytes(data), pieces
+
+
+def _cached(address: int, size: int) -> bytes | None:
+    """The bytes when a read at this stop holds them already (the same read, or a block)."""
+    data = _cache.get((address, size))
     if data is not None:
         return data
-    if not arch.is_canonical(address):
-        raise KpError(f"non-canonical address {address:#x}")
     for cached in _block_sizes:
         first = address & ~(cached - 1)
         if address + size <= first + cached:
             chunk = _cache.get((first, cached))
             if chunk is not None:
                 return chunk[address - first: address - first + size]
+    return None
+
+
+def _fetch(address: int, size: int) -> bytes:
+    """Read what no cached read holds, in a block or exactly as the policy says."""
+    if not arch.is_canonical(address):
+        raise KpError(f"non-canonical address {address:#x}")
     block = _policy.block(size)
     if block and size <= block:
         first = address & ~(block - 1)
@@ -85,7 +120,7 @@ def read(address: int, size: int) -> bytes:
                 if head is not None and tail is not None:
                     return (head + tail)[offset: offset + size]
     data = _read_exact(address, size)
-    _cache[key] = data
+    _cache[(address, size)] = data
     return data
 
 

@@ -7,11 +7,13 @@ Over a gdbstub link a memory read costs about
 (the reply carries each byte as two hex digits). On fast TCP the round trip dominates
 and 2 KiB blocks, which serve the neighbours of a kernel object from the same read, win;
 over kgdb on a 115200-baud serial line (~11.5 KB/s) every byte counts and the exact
-small reads win. `auto` learns both terms from the reads it makes (`LinkFit`: a line
-through the median times of recent small and large remote reads) and replays the reads the
-commands asked for at this stop and the previous one (`ReadPolicy`) at each candidate
-block size, keeping the one with the least expected time. A number forces a block size
-(0 or 1: exact reads). Plain Python: unit-tested with fake timings, no gdb.
+small reads win, of only the fields a walk uses (`cover`: the fields of one object that a
+round trip is worth reading apart). `auto` learns both terms from the reads it makes
+(`LinkFit`: a line through the median times of recent small and large remote reads) and
+replays the reads the commands asked for at this stop and the previous one (`ReadPolicy`)
+at each candidate block size, keeping the one with the least expected time. A number
+forces a block size (0 or 1: exact reads). Plain Python: unit-tested with fake timings,
+no gdb.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import collections
 import dataclasses
 
 __all__ = ["MAX_BLOCK", "BLOCK_SIZES", "PACKET_OVERHEAD", "wire_bytes", "parse_setting",
-           "LinkFit", "ReadPolicy", "policy"]
+           "LinkFit", "ReadPolicy", "Parts", "cover", "policy"]
 
 MAX_BLOCK = 2048            # what QEMU's gdbstub serves in one `m` packet; never crosses a page
 BLOCK_SIZES = (0, 64, 128, 256, 512, 1024, 2048)        # 0: exact reads
@@ -30,11 +32,39 @@ PACKET_OVERHEAD = 32
 BYTES_MATTER_S = 0.020
 NEAR = 1.15                  # expected times this close count as a tie
 SIMULATED_NEEDS = 2048       # reads replayed per choice: enough to see the pattern, cheap
+SERIAL_GUESS = (0.0005, 10 / 115200)   # kgdb at 115200 baud: (round trip, s per wire byte)
+
+
+Parts = tuple[tuple[int, int], ...]          # (offset, size) of fields inside one object
+Need = tuple[int, int, Parts]                # a read asked for: address, size, the parts used
 
 
 def wire_bytes(size: int) -> int:
     """Bytes on the wire for one read of `size` bytes (request, hex reply, acks)."""
     return 2 * size + PACKET_OVERHEAD
+
+
+def cover(size: int, parts: Parts, rtt: float, per_byte: float) -> Parts:
+    """The exact reads that fetch `parts` of a `size`-byte object in the least time: two
+    neighbouring parts are read together when that is clearly cheaper (by NEAR) than a
+    round trip more, the whole object when that is cheaper than the parts. On a near tie
+    the fewer bytes, as `ReadPolicy.choose` does when bytes count: a byte not read is
+    saved for sure, a round trip only as far as the fit is right."""
+    def cost(length: int) -> float:
+        return rtt + per_byte * wire_bytes(length)
+
+    pieces: list[tuple[int, int]] = []
+    for offset, length in sorted(parts):
+        if pieces:
+            start, end = pieces[-1][0], pieces[-1][0] + pieces[-1][1]
+            merged = max(end, offset + length) - start
+            if offset <= end or cost(end - start) + cost(length) > cost(merged) * NEAR:
+                pieces[-1] = (start, merged)
+                continue
+        pieces.append((offset, length))
+    if cost(size) < sum(cost(length) for _, length in pieces):
+        return ((0, size),)
+    return tuple(pieces)
 
 
 def parse_setting(text: str) -> int | None:
@@ -77,7 +107,7 @@ class LinkFit:
         self._estimate: tuple[float, float] | None = None
         self._fresh = True           # _estimate is up to date
         self._small_since_large = 0
-        self._small_then = 0.0       # the small reads' median when a large one came last
+        self._fit_then: tuple[float, float] | None = None   # the fit when a large read came last
 
     def add(self, size: int, seconds: float) -> None:
         """One timed read (sizes between the two kinds say nothing the ends do not)."""
@@ -88,17 +118,20 @@ class LinkFit:
             self.small.append((wire_bytes(size), seconds))
             self._since_small = 0
             self._small_since_large += 1
-            if self._small_since_large == self.WINDOW and self.large and self._small_then:
-                # a window of small reads since the last large one, at another speed: the
-                # link changed under us (exact reads never refresh the large ones); drop
-                # them, so that the next reads measure blocks again
-                now = _median([t for _, t in self.small])
-                if not self._small_then / 3 <= now <= self._small_then * 3:
+            if self._small_since_large % self.WINDOW == 0 and self.large and self._fit_then:
+                # a whole window of small reads since the last large one: do they still
+                # take what the fit of then says (whatever their sizes)? If not, the link
+                # changed under us (exact reads never refresh the large ones, e.g. from a
+                # serial line to TCP): drop those, so that the next reads time blocks again
+                rtt, per_byte = self._fit_then
+                ratio = _median([t / max(rtt + per_byte * x, 1e-5) for x, t in self.small])
+                if not 1 / 3 <= ratio <= 3:
                     self.large.clear()
+                    self._fit_then = None
         elif size >= self.LARGE:
             self.large.append((wire_bytes(size), seconds))
             self._small_since_large = 0
-            self._small_then = _median([t for _, t in self.small]) if self.small else 0.0
+            self._fit_then = self._fit()
 
     def estimate(self) -> tuple[float, float] | None:
         """(rtt seconds, seconds per wire byte), or None until LEAST reads of each kind
@@ -114,7 +147,9 @@ class LinkFit:
         small_x, small_t = _medians(self.small)
         large_x, large_t = _medians(self.large)
         per_byte = max(0.0, (large_t - small_t) / (large_x - small_x))
-        return max(0.0, small_t - per_byte * small_x), per_byte
+        # the round trip: what the small reads took beyond their bytes, read by read (a
+        # window of several sizes has no one point that is a read's)
+        return max(0.0, _median([t - per_byte * x for x, t in self.small])), per_byte
 
     def wants_small_read(self) -> bool:
         """No small read timed lately: the next small need should go exact."""
@@ -134,7 +169,10 @@ def _median(values: list[float]) -> float:
 @dataclasses.dataclass
 class Choice:
     block: int                            # 0: exact reads
-    expected_s: dict[int, float]          # per candidate block size, for `show kp-read-block`
+    expected_s: dict[int, float]          # per candidate block size (when replayed)
+    # blocks whatever the needs (bytes cost next to nothing): no small read is owed to
+    # the fit's window, since a slower wire shows in the block reads' own times
+    settled: bool = False
 
 
 class ReadPolicy:
@@ -149,14 +187,28 @@ class ReadPolicy:
     def __init__(self) -> None:
         self.forced: int | None = None
         self.fit = LinkFit()
-        self.current: list[tuple[int, int]] = []
-        self.previous: list[tuple[int, int]] = []
+        self.current: list[Need] = []
+        self.previous: list[Need] = []
         self._choice: Choice | None = None
         self._chosen_at = 0              # len(current) when the choice was made
 
-    def need(self, address: int, size: int) -> None:
+    def need(self, address: int, size: int, parts: Parts = ()) -> None:
+        """A read a command asked for; `parts`: the fields of the object it will use,
+        when not all of it."""
         if len(self.current) < 16 * SIMULATED_NEEDS:
-            self.current.append((address, size))
+            self.current.append((address, size, parts))
+
+    def parts(self, size: int, parts: Parts) -> Parts | None:
+        """The exact reads for `parts` of a `size`-byte object (offsets inside it), or None
+        to read it whole through the blocks (or while the link is being learned)."""
+        if self.block(size):
+            return None
+        estimate = self.fit.estimate()
+        if estimate is None:
+            if self.forced is None:
+                return None              # learning the link: whole objects meanwhile
+            estimate = SERIAL_GUESS      # exact reads forced: the link they are for
+        return cover(size, parts, *estimate)
 
     def observe(self, size: int, seconds: float) -> None:
         self.fit.add(size, seconds)
@@ -175,12 +227,15 @@ class ReadPolicy:
         estimate = self.fit.estimate()
         if estimate is None:
             # learning the link: a small read exact, the rest in full blocks, until the
-            # reads span sizes enough to tell the round trip from the bytes
+            # reads span sizes enough to tell the round trip from the bytes; a choice made
+            # before (the link changed) is void
+            self._choice = None
             return 0 if size <= LinkFit.SMALL and self.fit.wants_small_read() else MAX_BLOCK
         if self._choice is None or self._stale():
             self._choice = self.choose(estimate)
             self._chosen_at = len(self.current)
-        if self._choice.block and size <= LinkFit.SMALL and self.fit.wants_small_read():
+        if (self._choice.block and not self._choice.settled and size <= LinkFit.SMALL
+                and self.fit.wants_small_read()):
             return 0             # keep one small read in the fit's window now and then
         return self._choice.block
 
@@ -192,17 +247,18 @@ class ReadPolicy:
                 and self._chosen_at < SIMULATED_NEEDS)
 
     def choose(self, estimate: tuple[float, float]) -> Choice:
-        needs = self.current if len(self.current) >= len(self.previous) else self.previous
-        costs = {block: expected_time(needs[:SIMULATED_NEEDS], block, *estimate)
-                 for block in BLOCK_SIZES}
-        if not needs:                    # nothing to go by yet: what a fast link wants
-            return Choice(MAX_BLOCK, costs)
-        least = min(costs.values())
         rtt, per_byte = estimate
         if per_byte * wire_bytes(MAX_BLOCK) < BYTES_MATTER_S:
             # a block's bytes cost less than the noise of a loaded host: on TCP the bench
-            # measured full blocks 2-5x faster than exact reads the fit preferred
-            return Choice(MAX_BLOCK, costs)
+            # measured full blocks 2-5x faster than exact reads the fit preferred. No
+            # replay: it cost up to 30 ms a stop in Python, for an answer known already
+            return Choice(MAX_BLOCK, {}, settled=True)
+        needs = self.current if len(self.current) >= len(self.previous) else self.previous
+        if not needs:                    # nothing to go by yet: what a fast link wants
+            return Choice(MAX_BLOCK, {})
+        costs = {block: expected_time(needs[:SIMULATED_NEEDS], block, *estimate)
+                 for block in BLOCK_SIZES}
+        least = min(costs.values())
         if rtt >= per_byte * wire_bytes(MAX_BLOCK):
             # the round trip dominates: within NEAR of the least, the largest block (the
             # fit is noisy on a loaded host, and a block costs ~ an exact read here)
@@ -228,13 +284,13 @@ class ReadPolicy:
         return f"{link}; now {using}"
 
 
-def expected_time(needs: list[tuple[int, int]], block: int, rtt: float,
-                  per_byte: float) -> float:
+def expected_time(needs: list[Need], block: int, rtt: float, per_byte: float) -> float:
     """Seconds to serve `needs` (in order, from an empty cache) with reads of `block`
-    bytes as target/memory.py makes them (0: each distinct need read exactly)."""
+    bytes as target/memory.py makes them (0: each distinct need read exactly, of an
+    object only the parts used, as `cover` groups them)."""
     exact: set[tuple[int, int]] = set()
     blocks: set[int] = set()
-    for address, size in needs:
+    for address, size, parts in needs:
         if block:
             first = address // block
             last = (address + size - 1) // block
@@ -245,6 +301,10 @@ def expected_time(needs: list[tuple[int, int]], block: int, rtt: float,
                 # a straddling read takes the missing neighbour of a cached block
                 blocks.update((first, last))
                 continue
+        elif parts:
+            exact.update((address + offset, length)
+                         for offset, length in cover(size, parts, rtt, per_byte))
+            continue
         exact.add((address, size))
     return (len(blocks) * (rtt + per_byte * wire_bytes(block))
             + sum(rtt + per_byte * wire_bytes(size) for _, size in exact))

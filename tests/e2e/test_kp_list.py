@@ -47,6 +47,20 @@ def test_verbose_names_handlers_and_owners(session):
     assert plain == session.gdb_cmd("kp-list")
 
 
+def test_exact_reads_of_parts_match_debugfs(session):
+    # kgdb over a serial line: only the fields a row uses, read apart (memory.read_parts);
+    # -v reads the rest of each struct kprobe, and its handlers and owners stay the same
+    verbose = session.gdb_cmd("kp-list -v")
+    session.gdb_cmd("set kp-read-block 0")
+    try:
+        session.gdb_cmd("maintenance flush dcache")
+        assert_same(session)
+        assert session.gdb_cmd("kp-list -v") == verbose
+        assert "exact reads" in session.gdb_cmd("show kp-read-block")
+    finally:
+        session.gdb_cmd("set kp-read-block auto")
+
+
 def test_filters(session):
     out = session.gdb_cmd("kp-list -t r")
     assert out and all("  r  " in line for line in out.splitlines())

@@ -109,13 +109,13 @@ def test_one_slow_first_read_is_outvoted():
 
 
 def test_expected_time_counts_blocks_and_exact_reads():
-    needs = [(0x1000, 8), (0x1010, 8), (0x1000, 8), (0x1400, 8)]
+    needs = [(0x1000, 8, ()), (0x1010, 8, ()), (0x1000, 8, ()), (0x1400, 8, ())]
     rtt, per_byte = 1.0, 0.0
     assert expected_time(needs, 0, rtt, per_byte) == 3        # three distinct reads
     assert expected_time(needs, 2048, rtt, per_byte) == 1     # one block holds them all
     assert expected_time(needs, 1024, rtt, per_byte) == 2
     # a read straddling two blocks, the first cached: the second block, one read
-    assert expected_time([(0x1000, 8), (0x13fc, 8)], 1024, rtt, per_byte) == 2
+    assert expected_time([(0x1000, 8, ()), (0x13fc, 8, ())], 1024, rtt, per_byte) == 2
 
 
 @pytest.mark.parametrize("text, forced", [("auto", None), ("0", 0), ("1", 0), ("256", 256),
@@ -183,3 +183,124 @@ def test_a_faster_link_under_exact_reads_measures_blocks_again():
     for _ in range(LinkFit.WINDOW):                  # exact reads only, now on TCP
         fit.add(8, timed(TCP_1MS, 8))
     assert fit.estimate() is None                    # relearn: blocks get timed again
+
+
+# struct kprobe on x86-64 (6.1): hlist.next, addr, pre_handler, flags of 128 bytes
+KPROBE_ROW = ((0, 8), (40, 8), (64, 8), (120, 4))
+
+
+def test_cover_reads_fields_apart_when_bytes_cost():
+    # 115200 baud, 0.5 ms a round trip: 16 bytes between addr and pre_handler cost about
+    # a round trip (32 hex digits); a near tie, so the fewer bytes
+    assert read_model.cover(128, KPROBE_ROW, *SERIAL_115200) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
+
+
+def test_cover_reads_neighbours_together_when_round_trips_cost_more():
+    # 115200 baud with 3 ms a round trip: the 16-byte gap is worth reading
+    assert read_model.cover(128, KPROBE_ROW, 0.003, 10 / 115200) == \
+        ((0, 8), (40, 32), (120, 4))
+
+
+def test_cover_reads_once_when_round_trips_cost():
+    assert read_model.cover(128, KPROBE_ROW, *TCP_1MS) == ((0, 124),)     # fewer bytes
+    assert read_model.cover(128, KPROBE_ROW, 0.005, 10 / 115200) == ((0, 128),)
+
+
+def test_cover_merges_overlapping_parts():
+    assert read_model.cover(128, ((0, 8), (4, 8), (100, 4)), *SERIAL_115200) == \
+        ((0, 12), (100, 4))
+
+
+def row_walk(count: int, stride: int = 512) -> list[tuple[int, int, tuple]]:
+    base = 0xff11000004000000
+    return [(base + i * stride, 128, KPROBE_ROW) for i in range(count)]
+
+
+def test_serial_link_reads_the_parts_a_walk_uses():
+    policy = trained(SERIAL_115200, [])
+    for address, size, parts in row_walk(100):
+        policy.need(address, size, parts)
+    assert policy.parts(128, KPROBE_ROW) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
+
+
+def test_fast_link_reads_objects_whole_through_blocks():
+    policy = trained(TCP_1MS, [])
+    for address, size, parts in row_walk(100):
+        policy.need(address, size, parts)
+    assert policy.parts(128, KPROBE_ROW) is None
+
+
+def test_expected_time_of_parts_counts_their_cover():
+    rtt, per_byte = SERIAL_115200
+    needs = row_walk(10)
+    pieces = read_model.cover(128, KPROBE_ROW, rtt, per_byte)
+    want = 10 * sum(rtt + per_byte * wire_bytes(length) for _, length in pieces)
+    assert expected_time(needs, 0, rtt, per_byte) == pytest.approx(want)
+
+
+def test_fast_link_owes_the_fit_no_small_reads():
+    # blocks whatever the needs: a small need is served by its block, never read apart
+    policy = trained(TCP_1MS, probe_walk(100))
+    for _ in range(5 * LinkFit.WINDOW):
+        assert policy.block(8) == read_model.MAX_BLOCK
+        policy.observe(2048, timed(TCP_1MS, 2048))
+
+
+def test_serial_link_still_times_small_reads_under_blocks():
+    # scattered small objects on a slow wire that still pick blocks: a small read now and
+    # then keeps the fit's round trip fresh
+    link = (0.010, 1 / 92160)                     # 921600 baud, 10 ms a round trip
+    policy = trained(link, probe_walk(500, stride=256, size=120))
+    block = policy.block(120)
+    assert block
+    asked = [policy.block(8) for _ in range(5 * LinkFit.WINDOW)
+             if policy.observe(block, timed(link, block)) is None]
+    assert 0 in asked
+
+
+def test_a_faster_link_after_many_exact_reads_measures_blocks_again():
+    # the bench's N=100 run at 666d73e: a whole kp-list of exact reads on the serial line,
+    # then TCP; the check ran only at the first window after a large read, and auto kept
+    # 256-byte blocks on TCP (0.16 s where 2 KiB blocks took 0.02 s)
+    fit = LinkFit()
+    for size in (8, 2048) * 5:
+        fit.add(size, timed(SERIAL_115200, size))
+    for _ in range(10 * LinkFit.WINDOW):
+        fit.add(8, timed(SERIAL_115200, 8))
+    assert fit.estimate() is not None
+    for _ in range(LinkFit.WINDOW):
+        fit.add(8, timed(TCP_1MS, 8))
+    assert fit.estimate() is None
+
+
+def test_exact_reads_of_mixed_sizes_on_one_link_keep_the_fit():
+    fit = LinkFit()
+    for size in (8, 2048) * 5:
+        fit.add(size, timed(SERIAL_115200, size))
+    for index in range(10 * LinkFit.WINDOW):
+        size = (4, 8, 32, 128, 248)[index % 5]
+        fit.add(size, timed(SERIAL_115200, size))
+    rtt, per_byte = fit.estimate()
+    assert per_byte == pytest.approx(SERIAL_115200[1], rel=0.05)
+
+
+def test_forced_exact_reads_read_parts_before_the_link_is_known():
+    policy = ReadPolicy()
+    policy.forced = 0
+    assert policy.parts(128, KPROBE_ROW) == \
+        ((0, 8), (40, 8), (64, 8), (120, 4))
+    policy.forced = None
+    assert policy.parts(128, KPROBE_ROW) is None    # auto: learning
+
+
+def test_a_link_change_mid_stop_voids_the_choice():
+    policy = trained(SERIAL_115200, probe_walk(100))
+    assert policy.block(120) == 0                      # exact reads on the serial line
+    for _ in range(LinkFit.WINDOW):                    # the same stop, now on TCP
+        policy.observe(120, timed(TCP_1MS, 120))
+    assert policy.block(120) == read_model.MAX_BLOCK   # learning: blocks
+    for _ in range(LinkFit.LEAST):
+        policy.observe(2048, timed(TCP_1MS, 2048))
+    assert policy.block(120) == read_model.MAX_BLOCK   # chosen afresh, not the serial one
