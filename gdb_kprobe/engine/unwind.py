@@ -41,7 +41,8 @@ from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import cache, context, frame_labels, guards, layouts, memory, symbols
 
-__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "fits"]
+__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "rebuild_if_met",
+           "fits"]
 
 
 class FrameId:
@@ -265,6 +266,18 @@ def settle(depth: int | None = None) -> None:
             return
         _state["rebuild"] = False
         _rebuild_frames()
+
+
+def rebuild_if_met() -> bool:
+    """Did the frames built so far meet a rethook trampoline? Then drop them, so that
+    they are built again with the hijacked function's real caller (True). For a caller
+    that builds only the frames it shows (pwndbg's backtrace pane): settle() would build
+    every frame of the stack first, each older one a few stack reads more."""
+    if not enabled() or not _state["rebuild"]:
+        return False
+    _state["rebuild"] = False
+    _rebuild_frames()
+    return True
 
 
 def _walk(depth: int | None) -> None:
