@@ -25,7 +25,7 @@ import gdb
 
 from gdb_kprobe import arch
 from gdb_kprobe.engine import unwind
-from gdb_kprobe.target import context, symbols
+from gdb_kprobe.target import cache, context, symbols
 
 __all__ = ["arm", "disarm", "register"]
 
@@ -79,6 +79,7 @@ def arm() -> None:
         caller_sp = arch.u64(int(caller.read_register(arch.STACK_POINTER)))
         global _armed
         _armed = _Follower(caller.pc(), caller_sp, thread, returns)
+        gdb.events.stop.connect(_on_stop)
     except (gdb.error, RuntimeError, AttributeError, ValueError):
         disarm()
 
@@ -107,6 +108,7 @@ def disarm() -> None:
     global _armed
     if _armed is not None:
         follower, _armed = _armed, None
+        gdb.events.stop.disconnect(_on_stop)
         if follower.is_valid():
             follower.delete()
 
@@ -147,9 +149,7 @@ def register() -> None:
     if existing and "gdb_kprobe" not in existing:
         return                              # the user's own hook-finish stays
     gdb.execute(HOOK, to_string=True)
-    gdb.events.stop.connect(_on_stop)
-    gdb.events.before_prompt.connect(_on_prompt)
-    for name in ("exited", "clear_objfiles"):
-        registry = getattr(gdb.events, name, None)
-        if registry is not None:
-            registry.connect(_on_exit)
+    # through the cache registry: one listener per gdb event for the whole plugin; the
+    # stop event is followed only while a follower is armed (arm() to disarm())
+    cache.register(_on_prompt, "before_prompt")
+    cache.register(_on_exit, "exited", "clear_objfiles")

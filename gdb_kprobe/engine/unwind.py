@@ -41,7 +41,8 @@ from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import cache, context, frame_labels, guards, layouts, memory, symbols
 
-__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "fits"]
+__all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "rebuild_if_met",
+           "fits"]
 
 
 class FrameId:
@@ -50,6 +51,9 @@ class FrameId:
     def __init__(self, pending, sp: int, pc: int) -> None:
         self.sp = _value(pending, "rsp", sp)
         self.pc = _value(pending, "rip", pc)
+
+
+_MASK = arch.ADDRESS_MASK
 
 
 def _reg(pending, name: str) -> int:
@@ -92,20 +96,41 @@ def _probe_addresses() -> frozenset[int]:
 class KprobeUnwinder(gdb.unwinder.Unwinder):
     def __init__(self) -> None:
         super().__init__("gdb-kprobe")
+        self._architecture = None      # the last frame's gdb.Architecture ...
+        self._pc_register = None       # ... and how to read its PC (None: not ours)
 
     def __call__(self, pending):
-        if not fits(pending.architecture().name()):
-            return None                # its register names and entry decoding are x86-64's
+        # gdb calls this for every frame it builds, at every stop (stepi builds two or
+        # three): the test for ordinary kernel code is inline, one register read and a
+        # range test, with the architecture's answer and register kept per architecture
         try:
-            return self._unwind(pending)
+            architecture = pending.architecture()
+            if architecture is not self._architecture:
+                self._learn(architecture)
+            if self._pc_register is None:
+                return None            # its register names and entry decoding are x86-64's
+            pc = int(pending.read_register(self._pc_register)) & _MASK
+            codes = code_map.kernel_code()
+            if (codes.image[0] <= pc < codes.image[1] and not _hijacked
+                    and pc != codes.trampoline and not codes.entry_kind(pc)):
+                return None            # an ordinary frame: nothing read, nothing looked up
+            return self._unwind(pending, pc, codes)
         except (KpError, gdb.error, gdb.MemoryError, ValueError, KeyError) as exc:
             if options.current.debug:
                 gdb.write(f"kp-unwind: frame {pending.level()}: {type(exc).__name__}: {exc}\n")
             return None                # let gdb's own unwinders try
 
-    def _unwind(self, pending):
-        pc = _reg(pending, "rip")
-        codes = code_map.kernel_code()
+    def _learn(self, architecture) -> None:
+        """Does this unwinder know frames of `architecture`, and by which register
+        descriptor does it read their PC (gdb 12+: no lookup by name per frame)?"""
+        self._architecture = architecture
+        self._pc_register = None
+        if fits(architecture.name()):
+            registers = getattr(architecture, "registers", None)
+            found = registers().find(arch.PROGRAM_COUNTER) if registers else None
+            self._pc_register = found if found is not None else arch.PROGRAM_COUNTER
+
+    def _unwind(self, pending, pc: int, codes: code_map.CodeMap):
         if codes.image[0] <= pc < codes.image[1]:
             kind = codes.entry_kind(pc)
             if kind is not None:
@@ -113,7 +138,7 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
             if pc == codes.trampoline:
                 return self._from_trampoline(pending, pc, _reg(pending, "rsp"))
             if not _hijacked:
-                return None            # an ordinary frame: nothing read, nothing looked up
+                return None
             return self._from_rethook(pending, pc, _reg(pending, "rsp"))
         kind = code_map.outside_entry_kind(pc)
         if kind is not None:
@@ -243,6 +268,18 @@ def settle(depth: int | None = None) -> None:
         _rebuild_frames()
 
 
+def rebuild_if_met() -> bool:
+    """Did the frames built so far meet a rethook trampoline? Then drop them, so that
+    they are built again with the hijacked function's real caller (True). For a caller
+    that builds only the frames it shows (pwndbg's backtrace pane): settle() would build
+    every frame of the stack first, each older one a few stack reads more."""
+    if not enabled() or not _state["rebuild"]:
+        return False
+    _state["rebuild"] = False
+    _rebuild_frames()
+    return True
+
+
 def _walk(depth: int | None) -> None:
     try:
         frame = gdb.newest_frame()
@@ -286,12 +323,13 @@ _unwinder: KprobeUnwinder | None = None
 
 
 def register() -> None:
-    """Register the unwinder, and the prompt hook that rebuilds frames when asked to."""
+    """Register the unwinder, and the prompt hook that rebuilds frames when asked to
+    (through the cache registry: one before_prompt listener for the whole plugin)."""
     global _unwinder
     if _unwinder is None:
         _unwinder = KprobeUnwinder()
         gdb.unwinder.register_unwinder(None, _unwinder, replace=True)
-        gdb.events.before_prompt.connect(_on_prompt)
+        cache.register(_on_prompt, "before_prompt")
 
 
 def set_enabled(enabled: bool) -> None:

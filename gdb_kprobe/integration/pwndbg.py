@@ -28,6 +28,7 @@ import gdb
 
 from gdb_kprobe import options
 from gdb_kprobe.integration import pwndbg_backtrace
+from gdb_kprobe.target import cache
 
 __all__ = ["Theme", "notes", "loaded", "attached", "attach", "theme", "register"]
 
@@ -223,6 +224,4 @@ def register(commands: list) -> None:
     _commands[:] = commands
     options.current.theme = theme
     attach()
-    registry = getattr(gdb.events, "before_prompt", None)
-    if registry is not None:
-        registry.connect(_before_prompt)
+    cache.register(_before_prompt, "before_prompt")    # the plugin's one prompt listener

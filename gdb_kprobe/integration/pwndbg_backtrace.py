@@ -45,11 +45,18 @@ def hook(context_module, note: Callable[[str], None]) -> bool:
 
     @functools.wraps(original)      # pwndbg validates section names by __name__
     def labelled(*args, **kwargs):
-        try:
-            unwind.settle()             # kretprobe callers right before pwndbg reads frames
-        except Exception as exc:        # never break pwndbg's pane
-            note(f"frames not settled ({type(exc).__name__}: {exc})")
         lines = original(*args, **kwargs)
+        # pwndbg builds only the frames it shows (at every stop): when they met a
+        # kretprobe's trampoline, draw them again with the real callers. Not settle(),
+        # which builds the whole stack first, several ms of stack reads per stop (#19).
+        for _ in range(2):
+            try:
+                if not unwind.rebuild_if_met():
+                    break
+            except Exception as exc:    # never break pwndbg's pane
+                note(f"frames not settled ({type(exc).__name__}: {exc})")
+                break
+            lines = original(*args, **kwargs)
         try:
             return add_labels(lines)
         except Exception as exc:        # pwndbg's output is not what we expect: leave it
