@@ -177,14 +177,9 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         if slot not in _hijacked:
             _hijacked[slot] = (function, ret_addr, saved)
             _state["rebuild"] = True
-        info = pending.create_unwind_info(FrameId(pending, sp, pc))
-        info.add_saved_register("rip", _value(pending, "rip", ret_addr))
-        info.add_saved_register("rsp", _value(pending, "rsp", sp))
-        for register, value in saved.items():
-            info.add_saved_register(register, _value(pending, register, value))
         frame_labels.put(sp, pc, "<kretprobe: returns to "
                                  f"{Symbolizer().lookup(ret_addr) or hex(ret_addr)}>")
-        return info
+        return _caller_is(pending, FrameId(pending, sp, pc), ret_addr, sp, saved)
 
     def _from_rethook(self, pending, pc: int, sp: int):
         """A frame of a function whose return slot a kretprobe took (met at this stop)."""
@@ -196,14 +191,19 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         slot = min(slots)
         _start, ret_addr, saved = _hijacked[slot]
         cfa = slot + 8
-        info = pending.create_unwind_info(FrameId(pending, cfa, function))
-        info.add_saved_register("rip", _value(pending, "rip", ret_addr))
-        info.add_saved_register("rsp", _value(pending, "rsp", cfa))
-        for register, value in saved.items():
-            info.add_saved_register(register, _value(pending, register, value))
         frame_labels.put(cfa, ret_addr, "<kretprobe: return address restored from rethook "
                                         "(was arch_rethook_trampoline)>")
-        return info
+        return _caller_is(pending, FrameId(pending, cfa, function), ret_addr, cfa, saved)
+
+
+def _caller_is(pending, frame_id: FrameId, ret_addr: int, sp: int, saved: dict[str, int]):
+    """Unwind info whose caller runs at `ret_addr` with `sp` and the callee-saved `saved`."""
+    info = pending.create_unwind_info(frame_id)
+    info.add_saved_register("rip", _value(pending, "rip", ret_addr))
+    info.add_saved_register("rsp", _value(pending, "rsp", sp))
+    for register, value in saved.items():
+        info.add_saved_register(register, _value(pending, register, value))
+    return info
 
 
 def _value(pending, register: str, value: int) -> gdb.Value:
