@@ -356,12 +356,19 @@ class Lab:
         raise LabError("QEMU did not open its console socket within 30 s")
 
     def stop(self) -> None:
-        for gdb in self._gdbs:
-            gdb.close()
-        self._gdbs.clear()
-        if self.guest:
-            self.guest.close()
+        """Close gdb and the console, then end QEMU whatever closing them raised: a guest
+        left running (its console peer gone) spins a host core for the rest of a test run."""
+        try:
+            for gdb in self._gdbs:
+                gdb.close()
+            if self.guest:
+                self.guest.close()
+        finally:
+            self._gdbs.clear()
             self.guest = None
+            self._end_qemu()
+
+    def _end_qemu(self) -> None:
         if self.qemu and self.qemu.poll() is None:
             self.qemu.terminate()
             try:

@@ -86,9 +86,10 @@ def session(kernel, gdb_binary):
     """One lab per kernel and test module; tests in a module share it, in order."""
     lab = Lab(kernel)
     lab.start()
-    gdb = lab.gdb(gdb_binary=gdb_binary)
-    yield Session(lab, gdb)
-    lab.stop()
+    try:
+        yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
+    finally:                           # also when attaching gdb failed: no guest left running
+        lab.stop()
 
 
 @pytest.fixture

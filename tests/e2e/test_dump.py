@@ -112,8 +112,10 @@ def pti_session(kernel, gdb_binary):
         pytest.skip(f"{kernel} is built without page table isolation")
     lab = Lab(kernel, append="pti=on")             # a second guest, for this test only
     lab.start()
-    yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
-    lab.stop()
+    try:
+        yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
+    finally:                       # also when attaching gdb failed
+        lab.stop()
 
 
 def test_dump_without_virtual_addresses_of_cpus_in_user_mode_with_pti(pti_session, tmp_path,

@@ -35,8 +35,10 @@ def hooks(kernel, gdb_binary):
         pytest.skip(f"no hooks scenario for {kernel}")
     lab = Lab(kernel, "hooks")
     lab.start()                 # fails on KP-LAB-SCENARIO-FAILED: a hook did not attach
-    yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
-    lab.stop()
+    try:
+        yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
+    finally:                       # also when attaching gdb failed
+        lab.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,10 @@ def kaslr_session(kernel, gdb_binary):
         lab.stop()
     else:
         pytest.fail("three KASLR boots in a row ran at the link address")
-    yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
-    lab.stop()
+    try:
+        yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
+    finally:                       # also when attaching gdb failed
+        lab.stop()
 
 
 def _text(symbols: str) -> int:

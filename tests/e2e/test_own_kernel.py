@@ -30,8 +30,10 @@ def own(request, own_kernel, gdb_binary):
     headers = None if own_kernel == "6.1-fp" else str(files.headers)
     lab = Lab(str(files.vmlinuz), vmlinux=str(files.vmlinux), headers=headers)
     lab.start()
-    yield Attached(lab, lab.gdb(gdb_binary=gdb_binary))
-    lab.stop()
+    try:
+        yield Attached(lab, lab.gdb(gdb_binary=gdb_binary))
+    finally:                       # also when attaching gdb failed
+        lab.stop()
 
 
 def test_kp_list_equals_debugfs_on_a_kernel_given_by_path(own):
