@@ -93,7 +93,7 @@ def session(kernel, gdb_binary):
 
 
 @pytest.fixture
-def fake_gdb(monkeypatch):
+def fake_gdb(monkeypatch, request):
     """A stand-in `gdb` module for pure-logic unit tests of gdb_kprobe modules."""
     registry = types.SimpleNamespace(connect=lambda *_: None)
     fake = types.ModuleType("gdb")
@@ -124,9 +124,25 @@ def fake_gdb(monkeypatch):
     fake.frame_filters = {}
     monkeypatch.setitem(sys.modules, "gdb.FrameDecorator", decorator)
     monkeypatch.setitem(sys.modules, "gdb.unwinder", unwinder)
-    for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
-        monkeypatch.delitem(sys.modules, name)
+    isolate_plugin_modules(request)
     return fake
+
+
+def isolate_plugin_modules(request) -> None:
+    """Import gdb_kprobe afresh in this test (against its fake `gdb`), and afterwards put
+    sys.modules back exactly as it was: the test's own imports are dropped, not left to mix
+    with the restored ones (a fresh pagetables bound to a fresh elfcore beside the old
+    elfcore made `pytest.raises(elfcore.X)` miss an elfcore.X in a later test)."""
+    saved = {name: module for name, module in sys.modules.items()
+             if name.startswith("gdb_kprobe")}
+    for name in saved:
+        del sys.modules[name]
+
+    def restore() -> None:
+        for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    request.addfinalizer(restore)
 
 
 E2E_DIR = pathlib.Path(__file__).resolve().parent / "e2e"

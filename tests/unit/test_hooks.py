@@ -224,7 +224,7 @@ def test_nothing_hooked(model, monkeypatch):
     assert render_hooks.hooks_report(model.hooks_on(None)).startswith("no function is hooked")
 
 
-def test_ops_details_in_kp_list_v_words():
+def test_ops_details_in_kp_list_v_words(fake_gdb):
     from gdb_kprobe.ui import render_hooks
     assert render_hooks._detail_words("flag_names", ["ENABLED", "SAVE_REGS"]) == \
         "flags: ENABLED|SAVE_REGS"

@@ -7,6 +7,7 @@ import pkgutil
 import sys
 import types
 
+from conftest import isolate_plugin_modules
 
 
 class Forbidden:
@@ -22,7 +23,7 @@ class Forbidden:
         raise AssertionError(f"importing gdb_kprobe called gdb.{self._what}")
 
 
-def strict_gdb(monkeypatch) -> types.ModuleType:
+def strict_gdb(monkeypatch, request) -> types.ModuleType:
     """A gdb module whose registration and execution entry points all raise."""
     fake = types.ModuleType("gdb")
     fake.error = type("error", (RuntimeError,), {})
@@ -53,8 +54,7 @@ def strict_gdb(monkeypatch) -> types.ModuleType:
     monkeypatch.setitem(sys.modules, "gdb", fake)
     monkeypatch.setitem(sys.modules, "gdb.unwinder", unwinder)
     monkeypatch.setitem(sys.modules, "gdb.FrameDecorator", decorator)
-    for name in [m for m in sys.modules if m.startswith("gdb_kprobe")]:
-        monkeypatch.delitem(sys.modules, name)
+    isolate_plugin_modules(request)
     return fake
 
 
@@ -64,8 +64,8 @@ def all_modules() -> list[str]:
                              pkgutil.walk_packages(gdb_kprobe.__path__, "gdb_kprobe.")]
 
 
-def test_importing_every_module_registers_nothing(monkeypatch):
-    strict_gdb(monkeypatch)
+def test_importing_every_module_registers_nothing(monkeypatch, request):
+    strict_gdb(monkeypatch, request)
     names = all_modules()
     assert len(names) > 40
     for name in names:
