@@ -214,10 +214,18 @@ class Gdb:
             try:
                 self.child.sendline("detach")
                 self.child.sendline("quit")
-                self.child.expect(pexpect.EOF, timeout=10)
+                self.child.expect(pexpect.EOF, timeout=30)
             except (pexpect.ExceptionPexpect, OSError):
                 pass
+        try:
             self.child.close(force=True)
+        except pexpect.ExceptionPexpect:
+            # SIGKILL sent, but a loaded host had not reaped gdb within pexpect's short
+            # wait (it may be writing its index cache): wait for it rather than fail
+            try:
+                self.child.ptyproc.wait()
+            except Exception:        # ptyprocess: already reaped
+                pass
 
 
 class Lab:

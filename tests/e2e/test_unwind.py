@@ -92,8 +92,13 @@ def check_path(session, handler_bp: str, entry_kind: str, probed: str, probed_fu
         session.gdb.execute("set kp-unwind off")
         try:
             broken = session.gdb.execute("bt 40")
-            assert SYSCALL not in broken and "[probed" not in broken, \
-                "without the unwinders gdb cannot get past the trampoline"
+            # gdb alone does not know the trampoline: it stops there, or (when %rbp happens
+            # to hold a frame pointer of some caller, seen on 6.12 under load) wanders on
+            # from an unnamed `?? ()` frame; either way no label and no probed frame
+            before_syscall = broken.split(SYSCALL, 1)[0]
+            assert "[probed" not in broken and "<kprobe" not in broken and (
+                SYSCALL not in broken or " in ?? ()" in before_syscall), \
+                f"without the unwinders gdb cannot get past the trampoline:\n{broken}"
         finally:
             session.gdb.execute("set kp-unwind on")
         return seen["unwound"] in plain
