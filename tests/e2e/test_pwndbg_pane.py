@@ -59,9 +59,21 @@ def test_pane_shows_the_labels_bt_shows(pane_session, path):
 
 
 def test_pane_without_labels_is_pwndbg_own(pane_session):
-    """At an ordinary stop (no kprobe frame) the pane is exactly what pwndbg drew."""
-    wrapped = pane_session.gdb_cmd(PANE)
-    original = pane_session.gdb_cmd(
-        'python print("\\n".join(pwndbg.commands.context.context_sections["b"]'
-        '.__gdb_kprobe_wraps__()))')
-    assert wrapped == original and "f 0" in wrapped
+    """At an ordinary stop (no kprobe frame) the pane is exactly what pwndbg drew.
+
+    The stop is a plain breakpoint on accept's syscall path, above every probe the lab
+    plants: an interrupt could land in a task inside a kretprobed function (the lab's
+    `r:` on ksys_write), whose restored return address is rightly labelled."""
+    seen = {}
+
+    def on_stop(_number):
+        seen["wrapped"] = pane_session.gdb.execute(PANE)
+        seen["original"] = pane_session.gdb.execute(
+            'python print("\\n".join(pwndbg.commands.context.context_sections["b"]'
+            '.__gdb_kprobe_wraps__()))')
+        seen["bt"] = pane_session.gdb.execute("bt")
+        return True
+
+    run(pane_session, ["__sys_accept4"], on_stop, max_stops=1)
+    assert "<k" not in seen["bt"] and "[probed at" not in seen["bt"], seen["bt"]
+    assert seen["wrapped"] == seen["original"] and "f 0" in seen["wrapped"], seen
