@@ -8,7 +8,7 @@ GDB18_KERNELS ?= 6.1,6.12
 # ARM64_KERNELS=6.1-arm64), run on the e2e files that support arm64 only. Naming an arm64
 # kernel anywhere runs setup-arm64 first.
 ARM64_KERNELS ?=
-ARM64_TESTS ?= tests/e2e/test_arm64_lab.py
+ARM64_TESTS ?= $(wildcard tests/e2e/test_arm64_*.py)
 GDB ?= gdb
 GDB18 = .venv-gdb18/bin/gdb
 PYTEST_ARGS ?=
