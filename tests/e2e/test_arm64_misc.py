@@ -174,3 +174,16 @@ def test_current_task_at_el0_is_the_per_cpu_entry_task(session):
         assert int(task, 16) >> 63 == 1, out
     finally:
         session.guest("kill $(cat /tmp/spin)")
+
+
+# -- the tutorial's arm64 appendix --------------------------------------------------------
+def test_the_tutorial_appendix_replays(kernel, gdb_binary):
+    """docs/tutorial.md's arm64 appendix (its blocks name their kernels; the lecture's
+    untagged x86 steps do not run here), as `make tutorial-check KERNELS=6.1-arm64` does."""
+    from qemu import tutorial
+    blocks = tutorial.parse(tutorial.DOC.read_text())
+    if not any(b.where != "excerpt" and b.applies(kernel) for b in blocks):
+        pytest.skip(f"no tutorial step is written for {kernel}")
+    outcome = tutorial.replay(kernel, gdb_binary)
+    assert not outcome.failures, "\n\n".join(outcome.failures)
+    assert outcome.steps >= 8
