@@ -88,6 +88,12 @@ def test_kaslr_is_refused_in_one_line_then_relocated(kaslr_session):
     assert ours == debugfs
     assert f"kp-kaslr: the symbol file matches the running kernel (relocated by {slide:#x})" in \
         session.gdb_cmd("kp-kaslr")
+    # the kernel's own record of its slide (arch_crash_save_vmcoreinfo(): KERNELOFFSET=%lx,
+    # kaslr_offset()), readable now that the symbols point into the moved image
+    out = session.gdb_cmd(
+        "python from gdb_kprobe.kernel import owners; from gdb_kprobe.target import guards; "
+        "exec('with guards.kernel_view():\\n print(owners._vmcoreinfo().get(\"KERNELOFFSET\"))')")
+    assert int(out.strip(), 16) == slide, out
     # gdb's own symbols moved too: the guest's vfs_read is where gdb says
     live = int(session.guest("grep ' vfs_read$' /proc/kallsyms").split()[0], 16)
     assert session.gdb_cmd(f"info symbol {live:#x}").startswith("vfs_read in section .text")
