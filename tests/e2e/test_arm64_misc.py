@@ -152,9 +152,14 @@ def _thread_at_el0(session) -> int | None:
     return None
 
 
-def test_current_task_at_el0_is_the_per_cpu_entry_task(session):
+def test_current_task_at_el0_is_the_per_cpu_entry_task(session, gdb_binary, request):
     """A CPU stopped in user mode has the user stack pointer in SP_EL0: the task comes from
     __entry_task, and is the guest's spinning shell ($!)."""
+    if "gdb18" in gdb_binary:
+        # kernel_view's thread switch does not always take with gdb 18.1: the same open
+        # issue as test_arm64_lab.py's test_a_cpu_stopped_in_user_mode_does_not_hide_the_kernel
+        request.node.add_marker(pytest.mark.xfail(
+            reason="gdb 18.1: kernel_view's thread switch does not always take (open)"))
     spin = session.guest("(while :; do :; done & echo $! > /tmp/spin); cat /tmp/spin").strip()
     try:
         for _ in range(30):
