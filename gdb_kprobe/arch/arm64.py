@@ -16,6 +16,7 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
+    "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -24,7 +25,7 @@ NAME = "aarch64"                           # gdb's architecture name
 # and "bt" for the unwinder and frame filter. Any other command refuses in one line
 # (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
 COMPLETE = False
-COMMANDS: tuple[str, ...] = ("kp-check", "kp-list", "kp-show")
+COMMANDS: tuple[str, ...] = ("kp-check", "kp-kaslr", "kp-list", "kp-show")
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 
@@ -255,3 +256,25 @@ def in_atomic_sequence(previous: list[int]) -> bool:
         if _is(word, "load_ex"):
             return True
     return False
+
+
+# --- kaslr, current task (a64misc) ---
+# KASLR (CONFIG_RANDOMIZE_BASE, on in Debian's cloud-arm64): arch/arm64/kernel/pi/kaslr_early.c
+# puts the image at BIT(VA_BITS_MIN - 3) + (seed & GENMASK(VA_BITS_MIN - 3, 0)) above its link
+# address and head.S rounds that down to MIN_KIMG_ALIGN: a slide of up to 2**47 in 2 MiB
+# granules, 2**26 of them, too many to try each (x86-64's are 512). The running kernel says
+# where it is instead: VBAR_EL1 holds the address of `vectors` (KASLR_ANCHORS; gdb's name of
+# the register is QEMU's "VBAR", from its system-register feature), and a CPU stopped in the
+# kernel has its pc in the moved image; kernel/kaslr.py tries those slides, then checks each
+# with linux_banner. (With KPTI on, VBAR_EL1 is the trampoline's alias: the pc still tells.)
+KASLR_ALIGN = 0x200000                          # MIN_KIMG_ALIGN (SZ_2M)
+KASLR_RANGE = 1 << 47                           # BIT(45) + BIT(46) at most, VA_BITS_MIN 48
+KASLR_ANCHORS: tuple[tuple[str, str], ...] = (("VBAR", "vectors"),)
+# `current` (asm/current.h get_current()) is SP_EL0 while a CPU is in the kernel: entry.S
+# loads it from the per-CPU __entry_task on entry from EL0, and cpu_switch_to() writes the
+# next task there. QEMU's gdbstub (7.2) shows SP_EL0 in its system-register feature.
+# A CPU stopped at EL0 has its user stack pointer in SP_EL0: __entry_task, which
+# entry_task_switch() (process.c) sets at every switch, names the task it runs.
+CURRENT_TASK_REGISTER: str | None = "SP_EL0"
+CURRENT_TASK_PERCPU: tuple[tuple[str, str | None, str | None], ...] = (
+    ("__entry_task", None, None),)

@@ -9,7 +9,8 @@ __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
     "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "MAX_INSN_SIZE", "REL32_SIZE",
-    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
+    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "is_exception_insn",
+    "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
     "START_KERNEL_MAP", "KERNEL_IMAGE_SIZE_FIXED", "MODULES_END", "PAGE_OFFSET_L4",
     "PAGE_OFFSET_L5", "DIRECT_MAP_SIZE_L4", "DIRECT_MAP_SIZE_L5", "VMALLOC_START_L4",
     "VMALLOC_START_L5", "VMALLOC_SIZE_L4", "VMALLOC_SIZE_L5",
@@ -126,6 +127,16 @@ def unemulated_insn(raw: bytes) -> str | None:
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
 KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB
+# registers that hold a kernel symbol's running address (arm64: VBAR_EL1 = vectors); none
+# that QEMU's x86 gdbstub shows (the IDT base is not one of its registers)
+KASLR_ANCHORS: tuple[tuple[str, str], ...] = ()
+# `current`: the per-CPU current_task, or pcpu_hot.current_task from v6.2 (e57ef2ed97c1 "x86:
+# Put hot per CPU variables into a struct") to v6.14 (v6.15 moved it back: a1e4cc0155ad
+# "x86/percpu: Move current_task to percpu hot section"); (per-CPU symbol, its struct type,
+# member) in the order tried, the symbols tell which this kernel has. No register holds it.
+CURRENT_TASK_REGISTER: str | None = None
+CURRENT_TASK_PERCPU: tuple[tuple[str, str | None, str | None], ...] = (
+    ("pcpu_hot", "struct pcpu_hot", "current_task"), ("current_task", None, None))
 
 # The virtual memory map (Documentation/arch/x86/x86_64/mm.rst, asm/pgtable_64_types.h,
 # asm/page_64_types.h). Module space is [MODULES_VADDR, MODULES_END) with MODULES_VADDR =

@@ -117,8 +117,8 @@ def test_the_seam_is_chosen_at_run_time(fake_gdb):
     assert arch.strip_pac is arm64.strip_pac
     with pytest.raises(arch.Unwritten, match=r"^not available on aarch64 yet: the aarch64 part "
                                              r"of gdb_kprobe/arch/ is only started \(arm64\.py "
-                                             r"\(no KASLR_ALIGN\)\): .*yet$"):
-        arch.KASLR_ALIGN
+                                             r"\(no START_KERNEL_MAP\)\): .*yet$"):
+        arch.START_KERNEL_MAP
     assert isinstance(arch.Unwritten("x"), arch.KpError)
     assert not hasattr(arch, "ENDBR64")
     with pytest.raises(AttributeError) as raised:
