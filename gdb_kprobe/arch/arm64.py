@@ -7,6 +7,8 @@ memory map, unwinder rules. No gdb here, as in x86_64.py.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "strip_pac", "VA_BITS_DEFAULT",
     "PT_REGS", "ARG_REGS", "CALLEE_SAVED", "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
@@ -16,6 +18,7 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
+    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -255,3 +258,91 @@ def in_atomic_sequence(previous: list[int]) -> bool:
         if _is(word, "load_ex"):
             return True
     return False
+
+
+# --- kp-locals, kp-sim (a64locals) ---
+# gdb's register names → kprobe_events' (arch/arm64/kernel/ptrace.c regoffset_table: x0..x30,
+# sp, pc, pstate): the same names, so a fetch arg is %x19 or +12(%x29)
+GDB_TO_PT_REGS = {**{f"x{n}": f"x{n}" for n in range(31)}, "sp": "sp"}
+# what the lab module prints (qemu/modules/kp_lab_regs.h): pc, x0..x3, sp, pstate
+DEFAULT_SIM_REGS = ["pc", "x0", "x1", "x2", "x3", "sp", "pstate"]
+PT_REGS_PC = "pc"
+# BRK leaves ELR at the BRK itself: a pre_handler sees regs->pc == p->addr
+# (kprobe_breakpoint_handler(), no adjustment as x86's int3 needs)
+PRE_HANDLER_PC_DELTA = 0
+PRE_HANDLER_PC_TEXT = "addr itself: brk #0x4 traps without advancing the pc"
+# DWARF register numbers (AAPCS64 DWARF: 0-30 x0..x30, 31 sp)
+DWARF_REGS = tuple(f"x{n}" for n in range(31)) + ("sp",)
+FRAME_POINTER = "x29"
+
+
+def probe_trap(raw: bytes) -> str | None:
+    """What a live instruction that is not the vmlinux's is, for kp-sim's post view: the
+    kprobe's BRK ("brk"), else None (arm64 has no optprobe jmp, no kprobes on ftrace)."""
+    if len(raw) >= INSN_SIZE and int.from_bytes(raw[:INSN_SIZE], "little") == BRK64_OPCODE_KPROBES:
+        return TRAP_MECHANISM
+    return None
+
+
+def _number(text: str) -> int:
+    text = text.strip().lstrip("#")
+    return int(text, 16) if "0x" in text else int(text)
+
+
+_SP_STORE = re.compile(r"^(stp|str) (x\d+)(?:, (x\d+))?, \[sp(?:, #(-?\w+))?\](!?)$")
+_SP_SUB = re.compile(r"^sub sp, sp, #(\w+)$")
+_FP_SET = re.compile(r"^(?:mov x29, sp|add x29, sp, #(\w+))$")
+_BRANCH = re.compile(r"^(b|bl|br|blr|ret|retaa|retab|cbz|cbnz|tbz|tbnz|b\.\w+|eret)\b")
+
+
+def frame_facts(insns, pc: int, cfa, saves: dict[str, int] | None) -> dict | None:
+    """The frame at `pc` of a GCC arm64 function, for kp-locals (analysis/prologue.py):
+    `sub sp, sp, #N` and `stp x29, x30, [sp, #-N]!` allocate, stp/str to [sp] save
+    callee-saved registers, and `mov x29, sp` / `add x29, sp, #K` make x29 the frame record's
+    address, so CFA = x29 + (depth - K): the "locals through the frame pointer" of a
+    frame-record kernel. The compiler's CFI (`cfa`, `saves`: register -> CFA offset at `pc`)
+    corrects the walk in epilogues: past `ldp x29, x30` the CFI no longer saves x29."""
+    depth, saved, end = 0, {}, None
+    frame_offset = None                    # CFA = x29 + this, once x29 is set before pc
+    for insn in insns:
+        asm = " ".join(insn.asm.split()).split(" //")[0].strip()
+        if _BRANCH.match(asm):
+            break
+        store, sub, fp = _SP_STORE.match(asm), _SP_SUB.match(asm), _FP_SET.match(asm)
+        before = insn.address < pc
+        if sub:
+            depth += _number(sub.group(1)) if before else 0
+            end = insn.address + INSN_SIZE
+        elif store and (store.group(2) in CALLEE_SAVED + ["x30"]):
+            offset = _number(store.group(4)) if store.group(4) else 0
+            if store.group(5):                               # pre-index: allocates
+                if before:
+                    depth -= offset
+                offset = 0
+            if before:
+                for n, register in enumerate(r for r in (store.group(2), store.group(3)) if r):
+                    saved[register] = offset + 8 * n - depth
+            end = insn.address + INSN_SIZE
+        elif fp:
+            if before:
+                frame_offset = depth - (_number(fp.group(1)) if fp.group(1) else 0)
+            end = insn.address + INSN_SIZE
+    cfa_from_sp, epilogue = depth, False
+    if cfa is not None and cfa[0] == "sp":
+        epilogue = end is not None and pc >= end and cfa[1] < depth
+        cfa_from_sp = cfa[1]
+    if saves is not None:
+        saved = saves
+        if FRAME_POINTER not in saves:                      # restored: the epilogue
+            frame_offset = None
+        elif frame_offset is not None:
+            frame_offset = -saves[FRAME_POINTER]            # x29 = the frame record's address
+    pushes = sorted(saved, key=lambda r: saved[r])
+    return {"pushes": pushes, "allocated": cfa_from_sp, "frame_pointer": frame_offset is not None,
+            "cfa_from_rsp": cfa_from_sp, "end": end, "epilogue": epilogue,
+            "frame_register": FRAME_POINTER, "frame_offset": frame_offset or 0,
+            "stack_register": STACK_POINTER, "size": cfa_from_sp}
+
+
+# checked on the guest by tests/e2e/test_arm64_locals.py
+COMMANDS = COMMANDS + ("kp-locals", "kp-sim")

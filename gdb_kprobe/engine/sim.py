@@ -43,7 +43,7 @@ def plan(place: Place, regs: list[str]) -> Plan:
 
 
 def parse_regs(text: str | None) -> list[str]:
-    """--regs: pt_regs names (gdb's names are taken too), ip always first."""
+    """--regs: pt_regs names (gdb's names are taken too), the pc (ip) always first."""
     if not text:
         return list(arch.DEFAULT_SIM_REGS)
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
@@ -55,8 +55,8 @@ def parse_regs(text: str | None) -> list[str]:
             raise KpError(f"unknown register `{name}`; use pt_regs names: "
                           f"{', '.join(arch.PT_REGS)}")
         chosen.append(name)
-    if "ip" not in chosen:
-        chosen.insert(0, "ip")
+    if arch.PT_REGS_PC not in chosen:
+        chosen.insert(0, arch.PT_REGS_PC)
     return chosen
 
 
@@ -100,8 +100,9 @@ def run_probe(address: int, original: disasm.Insn, after: Continuation | None, c
                               f"{count} hits; breakpoints removed")
             cpu = context.current_cpu()
             pre = context.newest_registers(regs)
-            # what the pre_handler gets: regs->ip past the int3 (or made to look so)
-            pre["ip"] = address + arch.INT3_INSN_SIZE
+            # what the pre_handler gets: x86's regs->ip past the int3 (or made to look so),
+            # arm64's regs->pc at the brk
+            pre[arch.PT_REGS_PC] = address + arch.PRE_HANDLER_PC_DELTA
             task = sched.current_task_name()
             how = "stepi" if after is None else "continuation breakpoint"
             if after is None:
