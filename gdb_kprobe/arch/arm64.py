@@ -7,8 +7,6 @@ memory map, unwinder rules. No gdb here, as in x86_64.py.
 """
 from __future__ import annotations
 
-import re
-
 __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "strip_pac", "VA_BITS_DEFAULT",
     "PT_REGS", "ARG_REGS", "CALLEE_SAVED", "STACK_POINTER", "PROGRAM_COUNTER", "RETURN_VALUE",
@@ -18,7 +16,7 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
-    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts",
+    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -273,7 +271,6 @@ PRE_HANDLER_PC_DELTA = 0
 PRE_HANDLER_PC_TEXT = "addr itself: brk #0x4 traps without advancing the pc"
 # DWARF register numbers (AAPCS64 DWARF: 0-30 x0..x30, 31 sp)
 DWARF_REGS = tuple(f"x{n}" for n in range(31)) + ("sp",)
-FRAME_POINTER = "x29"
 
 
 def probe_trap(raw: bytes) -> str | None:
@@ -284,64 +281,14 @@ def probe_trap(raw: bytes) -> str | None:
     return None
 
 
-def _number(text: str) -> int:
-    text = text.strip().lstrip("#")
-    return int(text, 16) if "0x" in text else int(text)
+# the frame at a PC (kp-locals): arm64_frame.py, to keep this module within its size
+from gdb_kprobe.arch.arm64_frame import frame_facts  # noqa: E402
 
 
-_SP_STORE = re.compile(r"^(stp|str) (x\d+)(?:, (x\d+))?, \[sp(?:, #(-?\w+))?\](!?)$")
-_SP_SUB = re.compile(r"^sub sp, sp, #(\w+)$")
-_FP_SET = re.compile(r"^(?:mov x29, sp|add x29, sp, #(\w+))$")
-_BRANCH = re.compile(r"^(b|bl|br|blr|ret|retaa|retab|cbz|cbnz|tbz|tbnz|b\.\w+|eret)\b")
-
-
-def frame_facts(insns, pc: int, cfa, saves: dict[str, int] | None) -> dict | None:
-    """The frame at `pc` of a GCC arm64 function, for kp-locals (analysis/prologue.py):
-    `sub sp, sp, #N` and `stp x29, x30, [sp, #-N]!` allocate, stp/str to [sp] save
-    callee-saved registers, and `mov x29, sp` / `add x29, sp, #K` make x29 the frame record's
-    address, so CFA = x29 + (depth - K): the "locals through the frame pointer" of a
-    frame-record kernel. The compiler's CFI (`cfa`, `saves`: register -> CFA offset at `pc`)
-    corrects the walk in epilogues: past `ldp x29, x30` the CFI no longer saves x29."""
-    depth, saved, end = 0, {}, None
-    frame_offset = None                    # CFA = x29 + this, once x29 is set before pc
-    for insn in insns:
-        asm = " ".join(insn.asm.split()).split(" //")[0].strip()
-        if _BRANCH.match(asm):
-            break
-        store, sub, fp = _SP_STORE.match(asm), _SP_SUB.match(asm), _FP_SET.match(asm)
-        before = insn.address < pc
-        if sub:
-            depth += _number(sub.group(1)) if before else 0
-            end = insn.address + INSN_SIZE
-        elif store and (store.group(2) in CALLEE_SAVED + ["x30"]):
-            offset = _number(store.group(4)) if store.group(4) else 0
-            if store.group(5):                               # pre-index: allocates
-                if before:
-                    depth -= offset
-                offset = 0
-            if before:
-                for n, register in enumerate(r for r in (store.group(2), store.group(3)) if r):
-                    saved[register] = offset + 8 * n - depth
-            end = insn.address + INSN_SIZE
-        elif fp:
-            if before:
-                frame_offset = depth - (_number(fp.group(1)) if fp.group(1) else 0)
-            end = insn.address + INSN_SIZE
-    cfa_from_sp, epilogue = depth, False
-    if cfa is not None and cfa[0] == "sp":
-        epilogue = end is not None and pc >= end and cfa[1] < depth
-        cfa_from_sp = cfa[1]
-    if saves is not None:
-        saved = saves
-        if FRAME_POINTER not in saves:                      # restored: the epilogue
-            frame_offset = None
-        elif frame_offset is not None:
-            frame_offset = -saves[FRAME_POINTER]            # x29 = the frame record's address
-    pushes = sorted(saved, key=lambda r: saved[r])
-    return {"pushes": pushes, "allocated": cfa_from_sp, "frame_pointer": frame_offset is not None,
-            "cfa_from_rsp": cfa_from_sp, "end": end, "epilogue": epilogue,
-            "frame_register": FRAME_POINTER, "frame_offset": frame_offset or 0,
-            "stack_register": STACK_POINTER, "size": cfa_from_sp}
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs: x0..x30 are
+    regs->regs[N] (asm/ptrace.h user_pt_regs), sp is regs->sp."""
+    return "regs->sp" if register == "sp" else f"regs->regs[{int(register[1:])}]"
 
 
 # checked on the guest by tests/e2e/test_arm64_locals.py

@@ -18,7 +18,7 @@ __all__ = [
     "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
     "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
     "jump_site_size", "STATIC_CALL_SIZE",
-    "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts",
+    "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -220,3 +220,8 @@ def frame_facts(insns, pc: int, cfa, saves) -> None:
     """None: x86's frame at a PC is analysis/prologue.py's push/sub/mov walk, corrected by
     the CFA rule (arm64.py answers from its stp/sub/x29 walk instead)."""
     return None
+
+
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs (regs->bp)."""
+    return f"regs->{GDB_TO_PT_REGS[register]}"

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from qemu import kernels, oracle
+from qemu import kernels, oracle, probe_module
 from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
 
 TRACING = "/sys/kernel/tracing"
@@ -204,3 +204,38 @@ def test_kp_sim_steps_a_plain_instruction(session):
     session.lab.guest.wait(token)
     assert "(stepi)" in out and "is the next instruction" in out, out
     assert session.gdb_cmd("maint info breakpoints").strip().startswith(NO_BREAKPOINTS)
+
+
+def test_generated_module_prints_gdbs_values(session, tmp_path):
+    """kp-locals --module on arm64: regs->regs[N] and regs->regs[29] - K, cross-built, loaded;
+    what its pre_handler prints equals gdb's values at a breakpoint on the same call."""
+    place = place_after_prologue(session)
+    directory = tmp_path / session.lab.kernel_name
+    out = session.gdb_cmd(f"kp-locals {place} --module {directory}")
+    assert out.startswith("wrote "), out
+    source = next(directory.glob("*.c")).read_text()
+    assert "regs->regs[" in source and "regs->bp" not in source, source
+    ko, log = probe_module.build(session.lab.files, directory)
+    assert "warning:" not in log, log
+    name = ko.stem
+    probe_module.load(session.guest, probe_module.push(session.guest, ko))
+    try:
+        session.stop()
+        session.gdb.child.sendline(f"kp-locals {place} --break")
+        token = session.lab.guest.send(TRAFFIC)
+        stopped = session.gdb.wait_prompt(timeout=180)
+        session.running = False
+        assert "values: frame #0" in stopped, stopped
+        ours = {name: value[2].split()[-1] for name, value in rows(stopped).items()}
+        session.resume()
+        session.lab.guest.wait(token)
+        lines = probe_module.printed(session.guest, name)
+        assert lines, f"{name} printed nothing"
+        theirs = probe_module.parse_line(lines[-1])
+        assert theirs, lines
+        for label, value in theirs.items():
+            mine = {"false": "0", "true": "1"}.get(ours[label], ours[label])
+            hexadecimal = re.search(rf"\b{label}=%px", source)
+            assert int(value, 16 if hexadecimal else 10) == int(mine, 0), (label, value, mine)
+    finally:
+        probe_module.unload(session.guest, name)
