@@ -17,6 +17,7 @@ __all__ = [
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
     "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -289,6 +290,17 @@ def pt_regs_c(register: str) -> str:
     """The C expression of a gdb register in a handler's struct pt_regs *regs: x0..x30 are
     regs->regs[N] (asm/ptrace.h user_pt_regs), sp is regs->sp."""
     return "regs->sp" if register == "sp" else f"regs->regs[{int(register[1:])}]"
+
+
+PT_REGS_RETVAL = "x0"                     # regs_return_value()
+ENTRY_RETURN_REGS = ("x30",)              # the link register holds the return address
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, sp once it has returned).
+    `bl` left it in x30, not yet signed (paciasp comes later; stripped all the same), and
+    AAPCS64 gives the caller back its own sp."""
+    return strip_pac(regs["x30"]), regs["sp"]
 
 
 # checked on the guest by tests/e2e/test_arm64_locals.py

@@ -19,6 +19,7 @@ __all__ = [
     "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
     "jump_site_size", "STATIC_CALL_SIZE",
     "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -225,3 +226,13 @@ def frame_facts(insns, pc: int, cfa, saves) -> None:
 def pt_regs_c(register: str) -> str:
     """The C expression of a gdb register in a handler's struct pt_regs *regs (regs->bp)."""
     return f"regs->{GDB_TO_PT_REGS[register]}"
+
+
+PT_REGS_RETVAL = "ax"                     # regs_return_value()
+ENTRY_RETURN_REGS: tuple[str, ...] = ()   # the return address is on the stack
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, %rsp once it has returned).
+    The call pushed the return address at %rsp; `ret` pops it."""
+    return read_u64(regs["sp"]), regs["sp"] + 8

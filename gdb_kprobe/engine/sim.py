@@ -131,7 +131,8 @@ def run_return(entry_address: int, count: int,
                report: Callable[[ReturnHit], None]) -> int:
     """kretprobe flow: at entry note sp, return address, arguments and the guest clock;
     a breakpoint on the return address reports the return value when *that* frame
-    returns (sp = entry sp + 8), so recursion and other tasks are not confused."""
+    returns (sp as arch.entry_return() says: x86's entry sp + 8, arm64's entry sp), so
+    recursion and other tasks are not confused."""
     done = 0
     pending: dict[int, tuple[int, dict[str, int], int | None, int]] = {}   # sp after ret → …
     returns: dict[int, gdb.Breakpoint] = {}
@@ -140,12 +141,13 @@ def run_return(entry_address: int, count: int,
         while done < count:
             resume()
             pc = stopped_at()
-            regs = context.newest_registers(["ip", "sp", *arch.ARG_REGS, "ax"])
+            regs = context.newest_registers([arch.PT_REGS_PC, "sp", *arch.ARG_REGS,
+                                             *arch.ENTRY_RETURN_REGS, arch.PT_REGS_RETVAL])
             if pc == entry_address:
                 sp = regs["sp"]
-                return_address = memory.read_u64(sp)
-                pending[sp + 8] = (return_address, {r: regs[r] for r in arch.ARG_REGS},
-                                   sched.guest_clock_ns(), sp)
+                return_address, sp_after = arch.entry_return(regs, memory.read_u64)
+                pending[sp_after] = (return_address, {r: regs[r] for r in arch.ARG_REGS},
+                                     sched.guest_clock_ns(), sp)
                 if return_address not in returns:
                     returns[return_address] = bps.add(return_address)
                 continue
@@ -155,7 +157,7 @@ def run_return(entry_address: int, count: int,
                 elapsed = now - started if now is not None and started is not None else None
                 done += 1
                 report(ReturnHit(context.current_cpu(), sched.current_task_name(), entry_sp,
-                                 return_address, args, regs["ax"], elapsed))
+                                 return_address, args, regs[arch.PT_REGS_RETVAL], elapsed))
                 continue
             if pc in returns:
                 continue        # another call returning to the same place: not ours

@@ -239,3 +239,26 @@ def test_generated_module_prints_gdbs_values(session, tmp_path):
             assert int(value, 16 if hexadecimal else 10) == int(mine, 0), (label, value, mine)
     finally:
         probe_module.unload(session.guest, name)
+
+
+def test_kp_sim_ret_matches_the_kretprobe(session):
+    """--ret on arm64: the return address is x30 at the entry's brk, the caller gets its own
+    sp back; the return value equals what the lab's kretprobe printed for the call."""
+    session.stop()
+    session.gdb.child.sendline("kp-sim --ret inet_csk_accept")
+    session.gdb.child.expect_exact("waiting for a hit")
+    token = session.lab.guest.send(TRAFFIC)
+    out = session.gdb.wait_prompt(timeout=180)
+    session.resume()
+    session.lab.guest.wait(token)
+    assert "Traceback" not in out and "internal error" not in out, out
+    ours = int(re.search(r"returned (0x[0-9a-f]+)", out).group(1), 16)
+    module = re.findall(r"kp_lab_kretprobe: inet_csk_accept returned 0x(\w+) and took (\d+) ns",
+                        session.guest("dmesg"))
+    assert module, out
+    assert ours == int(module[-1][0], 16), (out, module[-1])
+    assert re.search(r"at entry: sp=0x[0-9a-f]+ x0=0x[0-9a-f]+ x1=", out), out
+    returned_to = int(re.search(r" to (0x[0-9a-f]+),", out).group(1), 16)
+    assert "do_accept" in session.gdb_cmd(f"info symbol {returned_to:#x}") or \
+        "inet_accept" in session.gdb_cmd(f"info symbol {returned_to:#x}"), out
+    assert session.gdb_cmd("maint info breakpoints").strip().startswith(NO_BREAKPOINTS)
