@@ -16,7 +16,9 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
-    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    # kp-locals, kp-sim (a64locals)
+    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA",
+    "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
     "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
 ]
 
@@ -277,9 +279,8 @@ DWARF_REGS = tuple(f"x{n}" for n in range(31)) + ("sp",)
 def probe_trap(raw: bytes) -> str | None:
     """What a live instruction that is not the vmlinux's is, for kp-sim's post view: the
     kprobe's BRK ("brk"), else None (arm64 has no optprobe jmp, no kprobes on ftrace)."""
-    if len(raw) >= INSN_SIZE and int.from_bytes(raw[:INSN_SIZE], "little") == BRK64_OPCODE_KPROBES:
-        return TRAP_MECHANISM
-    return None
+    word = int.from_bytes(raw[:INSN_SIZE], "little") if len(raw) >= INSN_SIZE else None
+    return TRAP_MECHANISM if word == BRK64_OPCODE_KPROBES else None
 
 
 # the frame at a PC (kp-locals): arm64_frame.py, to keep this module within its size
