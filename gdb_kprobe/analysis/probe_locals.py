@@ -97,8 +97,8 @@ def placement(variable: scope.Variable, facts: prologue.Prologue) -> str:
         from_rsp = facts.cfa_from_rsp + variable.offset
         stack = facts.stack_register
         if from_rsp < 0:
-            return (f"{cfa_text}: below %{stack}, freed by the epilogue at this PC"
-                    if facts.epilogue else f"{cfa_text}: below %{stack}, not allocated yet at this PC")
+            why = "freed by the epilogue" if facts.epilogue else "not allocated yet"
+            return f"{cfa_text}: below %{stack}, {why} at this PC"
         return f"{from_rsp:+#x}(%{stack})  [{cfa_text}]"
     if variable.where == "regoffset":
         return f"{variable.offset:+#x}(%{variable.register})"

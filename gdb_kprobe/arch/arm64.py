@@ -19,7 +19,7 @@ __all__ = [
     # kp-locals, kp-sim (a64locals)
     "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA",
     "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
-    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
+    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return", "simulated_branch",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -302,6 +302,20 @@ def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
     `bl` left it in x30, not yet signed (paciasp comes later; stripped all the same), and
     AAPCS64 gives the caller back its own sp."""
     return strip_pac(regs["x30"]), regs["sp"]
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """Why kp-sim has no post view behind a kprobe's brk that stands for a branch (b, bl,
+    b.cond, cbz, tbz, br, blr, ret: simulate-insn.c sets regs->pc to the target), else None."""
+    if len(raw) < INSN_SIZE:
+        return None
+    kind, handler = decode_insn(int.from_bytes(raw[:INSN_SIZE], "little"))
+    branches = ("simulate_b_bl", "simulate_b_cond", "simulate_cbz_cbnz", "simulate_tbz_tbnz",
+                "simulate_br_blr_ret")
+    if kind != "simulated" or handler not in branches:
+        return None
+    return (f"the kprobe's brk stands for a branch the kernel simulates ({handler}), which "
+            "resumes at the branch's target; use a neighbouring instruction")
 
 
 # checked on the guest by tests/e2e/test_arm64_locals.py

@@ -21,6 +21,7 @@ __all__ = [
     # kp-locals, kp-sim: the names arm64.py has too (a64locals)
     "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS",
     "frame_facts", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
+    "simulated_branch",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -237,3 +238,9 @@ def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
     """At a function's first instruction: (its return address, %rsp once it has returned).
     The call pushed the return address at %rsp; `ret` pops it."""
     return read_u64(regs["sp"]), regs["sp"] + 8
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """None: kp-sim's post view behind x86's int3 is the next instruction (as it always was);
+    arm64's answers why there is none behind a simulated branch."""
+    return None

@@ -337,10 +337,11 @@ def continuation(place: Place, original: disasm.Insn, live: disasm.Insn) -> Cont
                 "post view comes after all of them"))
         return Continuation(next_address,
                             "a jmp (an optprobe or a jump label) replaces the original code")
+    if trap == arch.TRAP_MECHANISM and (branch := arch.simulated_branch(original.raw)):
+        raise KpError(f"kp-sim has no post view at {place} (`{original.asm}`): {branch}")
     if trap == arch.TRAP_MECHANISM:
-        return Continuation(next_address, f"a real kprobe's {trap}: the kernel runs its "
-                            "handlers and single-steps its copy; the post view is where it "
-                            "resumes")
+        return Continuation(next_address, f"a real kprobe's {trap}: the kernel runs its handlers"
+                            " and single-steps its copy; the post view is where it resumes")
     if trap == "ftrace call":
         return Continuation(next_address, "an ftrace call (an ftrace-based kprobe or tracer): "
                             "the trampoline runs and returns; the post view is after the call")

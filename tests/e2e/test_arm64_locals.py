@@ -262,3 +262,23 @@ def test_kp_sim_ret_matches_the_kretprobe(session):
     assert "do_accept" in session.gdb_cmd(f"info symbol {returned_to:#x}") or \
         "inet_accept" in session.gdb_cmd(f"info symbol {returned_to:#x}"), out
     assert session.gdb_cmd("maint info breakpoints").strip().startswith(NO_BREAKPOINTS)
+
+
+def test_kp_sim_refuses_a_probed_branch(session):
+    """A kprobe on a `bl` is simulated (simulate_b_bl): the kernel resumes at the call's
+    target, not the next instruction, so kp-sim says it has no post view there."""
+    start = {name: addr for name, addr, _ in
+             oracle.SymbolMap.read(session.lab.files.system_map).text_functions()}["inet_accept"]
+    listing = session.gdb_cmd(f"x/48i {start:#x}")
+    offset = min(int(m, 16) - start for m in
+                 re.findall(r"(0x[0-9a-f]+) <inet_accept\+\d+>:\s+bl\s", listing))
+    session.guest(f"echo 'p:kprobes/kp_bl inet_accept+{offset}' >> {TRACING}/kprobe_events")
+    session.guest(f"echo 1 > {TRACING}/events/kprobes/kp_bl/enable")
+    try:
+        out = session.gdb_cmd(f"kp-sim inet_accept+{offset:#x}").strip()
+        assert len(out.splitlines()) == 1 and "simulate_b_bl" in out, out
+        assert out.startswith(f"kp-sim has no post view at inet_accept+{offset:#x}"), out
+    finally:
+        session.guest(f"echo 0 > {TRACING}/events/kprobes/kp_bl/enable; "
+                      f"echo '-:kprobes/kp_bl' >> {TRACING}/kprobe_events", check=False)
+    assert session.gdb_cmd("maint info breakpoints").strip().startswith(NO_BREAKPOINTS)
