@@ -17,6 +17,10 @@ __all__ = [
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
     "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
+    # kp-locals, kp-sim (a64locals)
+    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA",
+    "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return", "simulated_branch",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -278,3 +282,64 @@ KASLR_ANCHORS: tuple[tuple[str, str], ...] = (("VBAR", "vectors"),)
 CURRENT_TASK_REGISTER: str | None = "SP_EL0"
 CURRENT_TASK_PERCPU: tuple[tuple[str, str | None, str | None], ...] = (
     ("__entry_task", None, None),)
+
+
+# --- kp-locals, kp-sim (a64locals) ---
+# gdb's register names → kprobe_events' (arch/arm64/kernel/ptrace.c regoffset_table: x0..x30,
+# sp, pc, pstate): the same names, so a fetch arg is %x19 or +12(%x29)
+GDB_TO_PT_REGS = {**{f"x{n}": f"x{n}" for n in range(31)}, "sp": "sp"}
+# what the lab module prints (qemu/modules/kp_lab_regs.h): pc, x0..x3, sp, pstate
+DEFAULT_SIM_REGS = ["pc", "x0", "x1", "x2", "x3", "sp", "pstate"]
+PT_REGS_PC = "pc"
+# BRK leaves ELR at the BRK itself: a pre_handler sees regs->pc == p->addr
+# (kprobe_breakpoint_handler(), no adjustment as x86's int3 needs)
+PRE_HANDLER_PC_DELTA = 0
+PRE_HANDLER_PC_TEXT = "addr itself: brk #0x4 traps without advancing the pc"
+# DWARF register numbers (AAPCS64 DWARF: 0-30 x0..x30, 31 sp)
+DWARF_REGS = tuple(f"x{n}" for n in range(31)) + ("sp",)
+
+
+def probe_trap(raw: bytes) -> str | None:
+    """What a live instruction that is not the vmlinux's is, for kp-sim's post view: the
+    kprobe's BRK ("brk"), else None (arm64 has no optprobe jmp, no kprobes on ftrace)."""
+    word = int.from_bytes(raw[:INSN_SIZE], "little") if len(raw) >= INSN_SIZE else None
+    return TRAP_MECHANISM if word == BRK64_OPCODE_KPROBES else None
+
+
+# the frame at a PC (kp-locals): arm64_frame.py, to keep this module within its size
+from gdb_kprobe.arch.arm64_frame import frame_facts  # noqa: E402
+
+
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs: x0..x30 are
+    regs->regs[N] (asm/ptrace.h user_pt_regs), sp is regs->sp."""
+    return "regs->sp" if register == "sp" else f"regs->regs[{int(register[1:])}]"
+
+
+PT_REGS_RETVAL = "x0"                     # regs_return_value()
+ENTRY_RETURN_REGS = ("x30",)              # the link register holds the return address
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, sp once it has returned).
+    `bl` left it in x30, not yet signed (paciasp comes later; stripped all the same), and
+    AAPCS64 gives the caller back its own sp."""
+    return strip_pac(regs["x30"]), regs["sp"]
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """Why kp-sim has no post view behind a kprobe's brk that stands for a branch (b, bl,
+    b.cond, cbz, tbz, br, blr, ret: simulate-insn.c sets regs->pc to the target), else None."""
+    if len(raw) < INSN_SIZE:
+        return None
+    kind, handler = decode_insn(int.from_bytes(raw[:INSN_SIZE], "little"))
+    branches = ("simulate_b_bl", "simulate_b_cond", "simulate_cbz_cbnz", "simulate_tbz_tbnz",
+                "simulate_br_blr_ret")
+    if kind != "simulated" or handler not in branches:
+        return None
+    return (f"the kprobe's brk stands for a branch the kernel simulates ({handler}), which "
+            "resumes at the branch's target; use a neighbouring instruction")
+
+
+# checked on the guest by tests/e2e/test_arm64_locals.py
+COMMANDS = COMMANDS + ("kp-locals", "kp-sim")

@@ -19,6 +19,10 @@ __all__ = [
     "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
     "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
     "jump_site_size", "STATIC_CALL_SIZE",
+    # kp-locals, kp-sim: the names arm64.py has too (a64locals)
+    "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS",
+    "frame_facts", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
+    "simulated_branch",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -206,3 +210,48 @@ STATIC_CALL_SIZE = REL32_SIZE             # a static call's call/jmp rel32
 def jump_site_size(head: bytes) -> int:
     """arch_jump_entry_size(): a jmp8 or a 2-byte nop, else 5 bytes (`head`: 2 live bytes)."""
     return 2 if head[0] == JMP8 or head == NOP2 else REL32_SIZE
+
+
+
+# -- kp-sim and kp-locals: the names arm64.py has too -----------------------------------
+PT_REGS_PC = "ip"                         # struct pt_regs' program counter
+PRE_HANDLER_PC_DELTA = INT3_INSN_SIZE     # a pre_handler's regs->ip - p->addr
+PRE_HANDLER_PC_TEXT = ("addr + 1, past the int3 (optimized and ftrace-based probes set it so "
+                       "too)")
+# DWARF register numbers (System V psABI, figure 3.36)
+DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+def probe_trap(raw: bytes) -> str | None:
+    """What a live instruction that is not the vmlinux's is, by its first byte: an
+    "optprobe jmp" (or a jump label's), the kprobe's "int3", an "ftrace call", or None."""
+    first = raw[0] if raw else None
+    return {JMP32: "optprobe jmp", INT3: TRAP_MECHANISM, CALL32: "ftrace call"}.get(first)
+
+
+def frame_facts(insns, pc: int, cfa, saves) -> None:
+    """None: x86's frame at a PC is analysis/prologue.py's push/sub/mov walk, corrected by
+    the CFA rule (arm64.py answers from its stp/sub/x29 walk instead)."""
+    return None
+
+
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs (regs->bp)."""
+    return f"regs->{GDB_TO_PT_REGS[register]}"
+
+
+PT_REGS_RETVAL = "ax"                     # regs_return_value()
+ENTRY_RETURN_REGS: tuple[str, ...] = ()   # the return address is on the stack
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, %rsp once it has returned).
+    The call pushed the return address at %rsp; `ret` pops it."""
+    return read_u64(regs["sp"]), regs["sp"] + 8
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """None: kp-sim's post view behind x86's int3 is the next instruction (as it always was);
+    arm64's answers why there is none behind a simulated branch."""
+    return None

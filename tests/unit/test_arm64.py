@@ -96,10 +96,10 @@ def _target(fake_gdb, architecture: str | None):
 def test_unwritten_seam_refuses_in_one_line(fake_gdb):
     from gdb_kprobe.target import guards
     _target(fake_gdb, "aarch64")
-    with pytest.raises(guards.KpError, match=r"^kp-locals: not available on aarch64 yet: .*"
+    with pytest.raises(guards.KpError, match=r"^kp-hooks: not available on aarch64 yet: .*"
                                              r"arm64\.py.*; kp-list( \(without -v\))?, kp-modules"
                                              r"(, kp-[a-z]+)* and kp-[a-z]+ work there$"):
-        guards.require_arch_seam("kp-locals")
+        guards.require_arch_seam("kp-hooks")
     assert not guards.arch_seam_fits()
     _target(fake_gdb, "i386:x86-64")
     guards.require_arch_seam("kp-locals")
