@@ -16,6 +16,7 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
+    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE", "PT_REGS_PC", "PT_REGS_SP", "UNWIND_REGS", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER", "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits", "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",  # unwinder (a64bt)
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -24,7 +25,8 @@ NAME = "aarch64"                           # gdb's architecture name
 # and "bt" for the unwinder and frame filter. Any other command refuses in one line
 # (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
 COMPLETE = False
-COMMANDS: tuple[str, ...] = ("kp-check", "kp-list", "kp-show")
+COMMANDS: tuple[str, ...] = ("kp-check", "kp-list", "kp-show",
+                             "bt", "kp-where")                # unwinder (a64bt)
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 
@@ -255,3 +257,69 @@ def in_atomic_sequence(previous: list[int]) -> bool:
         if _is(word, "load_ex"):
             return True
     return False
+
+
+# --- unwinder (a64bt) ---
+# The kprobe's BRK traps through the EL1 synchronous exception vector: el1h_64_sync
+# (entry.S kernel_entry 1) saves a struct pt_regs at sp, then `mov x0, sp; bl
+# el1h_64_sync_handler` (→ el1_dbg → do_debug_exception → brk_handler → call_break_hook →
+# kprobe_breakpoint_handler on 6.1; el1_brk64 → do_el1_brk64 → kprobe_brk_handler on
+# 6.12). In the frame whose pc is that call's return address, sp is the pt_regs.
+ENTRY_SYMBOLS = {"el1h_64_sync": "brk"}
+ENTRY_PREFIXES: dict[str, str] = {}
+# no code allocated at run time calls into kprobe handling (no optprobes, no kprobes on
+# ftrace on Debian's arm64 kernels): nothing outside the image is an entry
+ENTRY_CALLEES: dict[str, str] = {}
+# the lowest address kernel code runs at: modules and the image are above _PAGE_END(48)
+CODE_SPACE_START = 0xFFFF800000000000
+TRAP_PC_ADVANCE = 0                 # regs->pc is the BRK's own address while handlers run
+PT_REGS_PC, PT_REGS_SP = "pc", "sp"
+# what an unwinder restores from a pt_regs (pstate: gdb's cpsr is a flags type)
+UNWIND_REGS = {name: register for name, register in PT_REGS.items() if name != "pstate"}
+# Return addresses in frame records and LR are signed (paciasp), and QEMU 7.2's gdbstub
+# offers gdb no pauth_cmask register to strip them with: gdb's own DWARF unwinder gives
+# callers at signed, unreadable pcs. The unwinder unwinds every kernel frame from the
+# vmlinux's CFI itself and strips the PAC (strip_pac).
+SIGNED_RETURN_ADDRESSES = True
+RETURN_ADDRESS_REGISTER = "x30"
+DWARF_REGISTERS = (*(f"x{n}" for n in range(31)), "sp")      # AADWARF64: 0-30, 31 = sp
+# kprobe handling's stages by function, for kp-where (arch/arm64/kernel/probes/kprobes.c)
+KPROBE_STAGES = {"kprobe_breakpoint_handler": "brk entry", "kprobe_brk_handler": "brk entry",
+                 "kprobe_breakpoint_ss_handler": "post-handler",
+                 "kprobe_ss_brk_handler": "post-handler",
+                 "post_kprobe_handler": "post-handler",
+                 "trampoline_probe_handler": "kretprobe return handler",
+                 "__kretprobe_trampoline_handler": "kretprobe return handler"}
+
+
+def saved_in_kernel(regs) -> bool:
+    """Was this pt_regs (a layouts.View) saved from kernel code (PSTATE.M[3:2], the EL, not
+    0) at a pc a kernel address can be?"""
+    return (regs.int("pstate") >> 2) & 3 != 0 and is_canonical(regs.int("pc"))
+
+
+ENTRY_PADDING = 2 * INSN_SIZE    # -fpatchable-function-entry=2: two nops before the FDE's start
+FRAME_POINTER_REGISTER = "x29"
+
+
+def pt_regs_values(regs) -> dict[str, int]:
+    """UNWIND_REGS' values from a pt_regs (a layouts.View): x0..x30 are its regs[31]."""
+    raw = regs.bytes("regs")
+    values = {f"x{n}": int.from_bytes(raw[8 * n: 8 * n + 8], "little") for n in range(31)}
+    return {**values, "sp": regs.int("sp"), "pc": regs.int("pc")}
+
+
+def code_address(raw: int, va_bits: int = VA_BITS_DEFAULT) -> int:
+    """A return address as the CPU would branch to it: PAC stripped."""
+    return strip_pac(raw, va_bits)
+
+
+def address_bits(info: dict[str, str]) -> int:
+    """The virtual address bits the kernel runs with, above which a PAC sits: 64 - T1SZ
+    (arch_crash_save_vmcoreinfo() reports TCR_EL1.T1SZ; VA_BITS there is the configured
+    maximum, 52 on Debian's 6.12 even on a CPU with 48-bit VA), else VA_BITS, else 48."""
+    t1sz = info.get("NUMBER(TCR_EL1_T1SZ)")
+    if t1sz:
+        return 64 - int(t1sz, 0)
+    bits = info.get("NUMBER(VA_BITS)")
+    return int(bits) if bits else VA_BITS_DEFAULT

@@ -18,6 +18,10 @@ __all__ = [
     "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
     "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
     "jump_site_size", "STATIC_CALL_SIZE",
+    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
+    "PT_REGS_PC", "PT_REGS_SP", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER",
+    "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits",
+    "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -195,3 +199,52 @@ STATIC_CALL_SIZE = REL32_SIZE             # a static call's call/jmp rel32
 def jump_site_size(head: bytes) -> int:
     """arch_jump_entry_size(): a jmp8 or a 2-byte nop, else 5 bytes (`head`: 2 live bytes)."""
     return 2 if head[0] == JMP8 or head == NOP2 else REL32_SIZE
+
+
+# -- the unwinder's entry paths (engine/unwind.py, engine/code_map.py) -------------------
+# entry code in the kernel image whose calls into C leave a pt_regs at %rsp: by name, or
+# by name prefix (ftrace_regs_caller_op_ptr, _ret, _jmp, _end are inside ftrace_regs_caller)
+ENTRY_SYMBOLS = {"asm_exc_int3": "int3"}
+ENTRY_PREFIXES = {"ftrace_regs_caller": "ftrace"}
+# C functions that code allocated at run time (ftrace trampolines, optprobe detour
+# buffers) calls with a pt_regs at %rsp
+ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
+                 "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
+CODE_SPACE_START = START_KERNEL_MAP       # the image, then modules and run-time code above
+TRAP_PC_ADVANCE = INT3_INSN_SIZE          # regs->ip is past the int3 while handlers run
+PT_REGS_PC, PT_REGS_SP = "ip", "sp"
+# gdb's own DWARF unwinder gives the right callers: the plugin's unwinder leaves ordinary
+# frames to it (arm64's return addresses are signed: arch/arm64.py)
+SIGNED_RETURN_ADDRESSES = False
+RETURN_ADDRESS_REGISTER = "rip"
+DWARF_REGISTERS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+                   "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")   # psABI fig. 3.36
+# kprobe handling's stages by function, for kp-where
+KPROBE_STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
+                 "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",
+                 "rethook_trampoline_handler": "kretprobe return handler",
+                 "arch_rethook_trampoline_callback": "kretprobe return handler"}
+
+
+def saved_in_kernel(regs) -> bool:
+    """Was this pt_regs (a layouts.View) saved from kernel code at a canonical ip?"""
+    return regs.int("cs") == KERNEL_CS and is_canonical(regs.int("ip"))
+
+
+ENTRY_PADDING = 0    # the FDE covers the fentry call
+FRAME_POINTER_REGISTER = "rbp"
+
+
+def pt_regs_values(regs) -> dict[str, int]:
+    """UNWIND_REGS' values from a pt_regs (a layouts.View)."""
+    return {name: regs.int(name) for name in UNWIND_REGS}
+
+
+def address_bits(info: dict[str, str]) -> int:
+    """No pointer authentication: every bit of a return address is address."""
+    return 64
+
+
+def code_address(raw: int, va_bits: int = 64) -> int:
+    """A return address as the CPU would branch to it (nothing to strip on x86-64)."""
+    return raw

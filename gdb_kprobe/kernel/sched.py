@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gdb
 
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import percpu
 from gdb_kprobe.target import context, layouts, memory, symbols
@@ -25,6 +26,10 @@ def current_task(cpu: int) -> int | None:
         slot = table.address_of("pcpu_hot") + hot.offset("current_task") + offsets[cpu]
     elif table.address_of("current_task") is not None:
         slot = table.address_of("current_task") + offsets[cpu]
+    elif table.address_of("__entry_task") is not None:
+        # arm64 keeps `current` in SP_EL0, which QEMU's gdbstub does not give; __switch_to()
+        # stores the same task in this per-CPU variable (entry_task_switch())
+        slot = arch.u64(table.address_of("__entry_task") + offsets[cpu])
     else:
         return None
     return memory.read_u64(slot)
