@@ -264,8 +264,9 @@ def in_atomic_sequence(previous: list[int]) -> bool:
 # (entry.S kernel_entry 1) saves a struct pt_regs at sp, then `mov x0, sp; bl
 # el1h_64_sync_handler` (→ el1_dbg → do_debug_exception → brk_handler → call_break_hook →
 # kprobe_breakpoint_handler on 6.1; el1_brk64 → do_el1_brk64 → kprobe_brk_handler on
-# 6.12). In the frame whose pc is that call's return address, sp is the pt_regs.
-ENTRY_SYMBOLS = {"el1h_64_sync": "brk"}
+# 6.12). In the frame whose pc is that call's return address, sp is the pt_regs. The
+# interrupt vector is made by the same entry.S macro (an interrupt taken in the kernel).
+ENTRY_SYMBOLS = {"el1h_64_sync": "brk", "el1h_64_irq": "irq"}
 ENTRY_PREFIXES: dict[str, str] = {}
 # no code allocated at run time calls into kprobe handling (no optprobes, no kprobes on
 # ftrace on Debian's arm64 kernels): nothing outside the image is an entry
