@@ -47,7 +47,8 @@ class Where:
         return bool(self.current) or self.stage.startswith("kretprobe")
 
 
-def _entry_probe_name(frame: gdb.Frame, label: str | None, symbolizer: Symbolizer) -> str | None:
+def _entry_probe_name(frame: gdb.Frame, label: str | None,
+                      symbolizer: Symbolizer) -> str | None:
     """A probe at a function's first instruction (arm64's BRK leaves regs->pc there): gdb
     names a frame that is not the newest from pc - 1, the function before, and makes frames
     for its inlined helpers. The function's name ("" for such an inline frame), or None."""

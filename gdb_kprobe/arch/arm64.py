@@ -16,7 +16,11 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
-    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE", "PT_REGS_PC", "PT_REGS_SP", "UNWIND_REGS", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER", "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits", "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",  # unwinder (a64bt)
+    # unwinder (a64bt)
+    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
+    "PT_REGS_PC", "PT_REGS_SP", "UNWIND_REGS", "SIGNED_RETURN_ADDRESSES",
+    "RETURN_ADDRESS_REGISTER", "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel",
+    "code_address", "address_bits", "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -299,7 +303,7 @@ def saved_in_kernel(regs) -> bool:
     return (regs.int("pstate") >> 2) & 3 != 0 and is_canonical(regs.int("pc"))
 
 
-ENTRY_PADDING = 2 * INSN_SIZE    # -fpatchable-function-entry=2: two nops before the FDE's start
+ENTRY_PADDING = 2 * INSN_SIZE    # -fpatchable-function-entry=2: nops before the FDE's start
 FRAME_POINTER_REGISTER = "x29"
 
 

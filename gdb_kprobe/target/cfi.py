@@ -303,12 +303,12 @@ def _row_run(program: bytes, state, code_align: int, data_align: int, location: 
             register, cursor = _uleb(program, cursor)
             value, cursor = (_uleb if op == 0x05 else _sleb)(program, cursor)
             saved[register] = value * data_align
-        elif op in (0x06, 0x07, 0x08):          # restore_extended, undefined, same_value
+        elif op in (0x06, 0x07, 0x08):      # restore_extended, undefined, same_value
             register, cursor = _uleb(program, cursor)
             saved.pop(register, None)
         elif op == 0x2D:                                        # AARCH64_negate_ra_state
             signed = not signed
-        elif op != 0x00:                       # expressions, register rules: not something we follow
+        elif op != 0x00:            # expressions, register rules: not something we follow
             return None
         if location > pc:
             break
