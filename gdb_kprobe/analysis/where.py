@@ -108,7 +108,9 @@ def where() -> Where:
             stage = f"kretprobe return handler ({machinery})"
         frame = frame.older()
         level += 1
-    if current:
+    # arm64's kretprobe return handler (no rethook) runs with current_kprobe set to the
+    # kretprobe's and kprobe_status left from the last probe: the frames tell
+    if current and not stage.startswith("kretprobe"):
         if status == "KPROBE_HIT_SS":
             stage = "single-stepping the copied instruction"
         elif any("post-handler" in shown.note for shown in frames) or status == "KPROBE_HIT_SSDONE":

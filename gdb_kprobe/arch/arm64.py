@@ -270,7 +270,9 @@ def in_atomic_sequence(previous: list[int]) -> bool:
 # kprobe_breakpoint_handler on 6.1; el1_brk64 → do_el1_brk64 → kprobe_brk_handler on
 # 6.12). In the frame whose pc is that call's return address, sp is the pt_regs. The
 # interrupt vector is made by the same entry.S macro (an interrupt taken in the kernel).
-ENTRY_SYMBOLS = {"el1h_64_sync": "brk", "el1h_64_irq": "irq"}
+# __kretprobe_trampoline (probes/kprobes_trampoline.S) saves one too before calling
+# trampoline_probe_handler, whose regs->pc becomes the real return address.
+ENTRY_SYMBOLS = {"el1h_64_sync": "brk", "el1h_64_irq": "irq", "__kretprobe_trampoline": "kretprobe"}
 ENTRY_PREFIXES: dict[str, str] = {}
 # no code allocated at run time calls into kprobe handling (no optprobes, no kprobes on
 # ftrace on Debian's arm64 kernels): nothing outside the image is an entry
@@ -300,7 +302,7 @@ KPROBE_STAGES = {"kprobe_breakpoint_handler": "brk entry", "kprobe_brk_handler":
 def saved_in_kernel(regs) -> bool:
     """Was this pt_regs (a layouts.View) saved from kernel code (PSTATE.M[3:2], the EL, not
     0) at a pc a kernel address can be?"""
-    return (regs.int("pstate") >> 2) & 3 != 0 and is_canonical(regs.int("pc"))
+    return (regs.int("pstate") >> 2) & 3 != 0 and regs.int("pc") >> 52 == 0xFFF
 
 
 ENTRY_PADDING = 2 * INSN_SIZE    # -fpatchable-function-entry=2: nops before the FDE's start

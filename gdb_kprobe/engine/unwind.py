@@ -150,22 +150,12 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         regs = _pt_regs(sp)
         if regs is None:
             return None
-        probed = regs[arch.PT_REGS_PC]
-        probes = _probe_addresses()
-        if probed - arch.TRAP_PC_ADVANCE in probes:
-            probed -= arch.TRAP_PC_ADVANCE   # x86: handlers run with regs->ip past the int3
         info = pending.create_unwind_info(FrameId(pending, sp, pc))
         # the pc is regs->ip as the kernel has it (x86: addr+1 while handlers run)
         for name, register in arch.UNWIND_REGS.items():
             info.add_saved_register(register, _value(pending, register, regs[name]))
-        where = Symbolizer().lookup(probed)
-        caller = (regs[arch.PT_REGS_SP], regs[arch.PT_REGS_PC])
-        unwind_cfi.stopped_at.add(caller)
-        if probed in probes:
-            frame_labels.put(sp, pc, f"<kprobe: {kind} on {where or hex(probed)}>")
-            frame_labels.put(*caller, f"[probed at {where or hex(probed)}]")
-        else:                          # the same entry, not a kprobe's trap (arm64: a fault)
-            frame_labels.put(sp, pc, f"<exception entry: pt_regs from {where or hex(probed)}>")
+        unwind_cfi.label_entry(sp, pc, kind, regs, _probe_addresses(),
+                               code_map.kernel_code().trampoline)
         return info
 
     def _from_trampoline(self, pending, pc: int, sp: int):

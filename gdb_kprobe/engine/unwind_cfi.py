@@ -17,7 +17,7 @@ from gdb_kprobe.kernel import owners, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import cache, cfi, context, frame_labels, layouts, memory
 
-__all__ = ["unwind", "stopped_at", "FrameId", "value"]
+__all__ = ["unwind", "stopped_at", "FrameId", "value", "label_entry"]
 
 # (sp, pc) of frames whose pc is where they stopped, not a return address (a probed
 # function's, from a pt_regs): their CFI row is the one at pc, not at pc - 1. The
@@ -40,6 +40,32 @@ class FrameId:
         self.sp = value(pending, arch.STACK_POINTER, sp)
         self.pc = value(pending, arch.PROGRAM_COUNTER, pc)
 
+
+
+def label_entry(sp: int, pc: int, kind: str, regs: dict[str, int], probes: frozenset[int],
+                trampoline: int | None) -> None:
+    """Label an entry frame whose pt_regs gives its caller (engine/unwind.py), and that
+    caller: the probed frame of a kprobe's trap; the real return address where a kretprobe
+    trampoline saved the pt_regs (the kernel sets its pc to the return address before the
+    handler runs: arm64 6.1's __kretprobe_trampoline calls the handler, 6.12's traps with a
+    BRK, where the lr that reached it is the trampoline); or an exception's interrupted code."""
+    probed = regs[arch.PT_REGS_PC]
+    if probed - arch.TRAP_PC_ADVANCE in probes:
+        probed -= arch.TRAP_PC_ADVANCE   # x86: handlers run with regs->ip past the int3
+    where = Symbolizer().lookup(probed) or hex(probed)
+    caller = (regs[arch.PT_REGS_SP], regs[arch.PT_REGS_PC])
+    if probed in probes:
+        stopped_at.add(caller)
+        frame_labels.put(sp, pc, f"<kprobe: {kind} on {where}>")
+        frame_labels.put(*caller, f"[probed at {where}]")
+    elif kind == "kretprobe" or arch.code_address(
+            regs.get(arch.RETURN_ADDRESS_REGISTER, 0)) == trampoline:
+        # a return address (its CFI row is at pc - 1); the lr of a probed frame at its
+        # function's entry may be the trampoline too, which is why probes come first
+        frame_labels.put(sp, pc, f"<kretprobe: returns to {where}>")
+    else:                            # the same entry, not a kprobe's trap (arm64: a fault)
+        stopped_at.add(caller)
+        frame_labels.put(sp, pc, f"<exception entry: pt_regs from {where}>")
 
 
 def unwind(pending, pc: int, codes: code_map.CodeMap):

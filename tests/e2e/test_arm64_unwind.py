@@ -181,3 +181,31 @@ def test_kp_where_outside_kprobe_handling(session):
         assert re.search(r"^cpu\d+ is not handling a kprobe", out, re.M), out
 
     at_stop(session, "*inet_accept", on_stop)       # its entry nop: no probe there
+
+
+def test_bt_in_the_kretprobe_return_handler(session):
+    """In the lab kretprobe's return handler: the trampoline's frame (6.1: __kretprobe_trampoline
+    saved a pt_regs and called the handler; 6.12: its BRK trapped into el1h_64_sync) says where
+    the function returns to, the guest's own return address into inet_accept, and bt goes on
+    to do_accept; gdb alone does not. kp-where names the stage."""
+    returns_at = kallsyms(session, "inet_accept") + accept_return_offset(session)
+    offset = returns_at - kallsyms(session, "inet_accept")
+
+    def on_stop():
+        bt = session.gdb.execute("bt 30")
+        shown = frames(bt)
+        trampoline = next(f for f in shown if "<kretprobe: returns to inet_accept+" in f[3])
+        assert f"<kretprobe: returns to inet_accept+{offset:#x}>" in trampoline[3], bt
+        caller = shown[shown.index(trampoline) + 1]
+        assert caller[1:3] == (returns_at, "inet_accept"), (hex(returns_at), bt)
+        assert "do_accept" in [name for _level, _pc, name, _rest in shown], bt
+        where = session.gdb.execute("kp-where")
+        assert "stage: kretprobe return handler (kretprobe_instance)" in where, where
+        session.gdb.execute("set kp-unwind off")
+        try:
+            alone = session.gdb.execute("bt 30")
+        finally:
+            session.gdb.execute("set kp-unwind on")
+        assert "do_accept" not in alone and "<kretprobe" not in alone, alone
+
+    at_stop(session, "ret_handler", on_stop)
