@@ -56,7 +56,7 @@ def _unnamed_kernel_frame(limit: int = 256) -> bool:
     return False
 
 
-def entry_probe_name(frame: gdb.Frame, label: str | None) -> str | None:
+def _entry_probe_name(frame: gdb.Frame, label: str | None) -> str | None:
     """The function a probed frame stopped at the very start of (arm64: a BRK at a function's
     first instruction leaves regs->pc there, where x86's int3 leaves it past the site): gdb
     names a frame that is not the newest from pc - 1, the function before it, and makes
@@ -125,7 +125,7 @@ class KprobeFrameFilter:
         for decorator in frames:
             frame = decorator.inferior_frame()
             label = label_of(frame)
-            name = entry_probe_name(frame, label)
+            name = _entry_probe_name(frame, label)
             if name and frame.type() == gdb.INLINE_FRAME:
                 continue               # pc - 1's inlined helpers, not the probed function's
             yield _Marked(decorator, label, name)
