@@ -49,7 +49,7 @@ shell:
 
 # Replay docs/tutorial.md on each kernel and compare every step's output shape
 # (tests/e2e/test_tutorial.py runs the same per kernel inside `make test`).
-tutorial-check: setup
+tutorial-check: setup $(call arm64_setup,$(KERNELS))
 	$(VENV_PY) -m qemu.kernels $(subst $(comma), ,$(KERNELS))
 	$(VENV_PY) -m qemu.tutorial --kernels $(KERNELS) --gdb $(GDB)
 

@@ -74,6 +74,10 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
                              f"take minutes); default {DEFAULT_LINK_MAX_N}")
     # the host's 2 cores are shared with TCG: a median of 5 rides out most load spikes
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement")
+    parser.add_argument("--read-log", action="store_true",
+                        help="keep each command's raw per-read log in the results JSON "
+                             "(\"ms address length\" per read: MBs at N=10,000; the "
+                             "report uses only the summaries)")
     parser.add_argument("--gdb", default=os.environ.get("GDB") or "gdb", help="gdb binary")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the cProfile of kp-list at the largest N")
@@ -108,7 +112,7 @@ def prepare_plugins(options: argparse.Namespace, workdir: pathlib.Path) -> Plugi
     """Snapshots of the revisions asked for, pinned to commit ids now."""
     rev = pin_revision(options.rev) if options.rev else None
     gdbinit = snapshot_plugin(rev, workdir / "plugin") if rev else GDBINIT
-    plugins = Plugins(Tools(options.gdb, gdbinit, workdir, options.repeat), rev)
+    plugins = Plugins(Tools(options.gdb, gdbinit, workdir, options.repeat, options.read_log), rev)
     if options.baseline:
         baseline_rev = pin_revision(options.baseline)
         plugins.baseline = dataclasses.replace(

@@ -21,6 +21,7 @@ class Tools:
     gdbinit: pathlib.Path       # the gdb_kprobe under test (a snapshot with --rev)
     workdir: pathlib.Path
     repeat: int
+    read_log: bool = False      # keep each command's raw per-read log (MBs at N=10,000)
 
 
 class Session:

@@ -1,6 +1,8 @@
 """Build what the guest runs: the lab's kernel modules and the busybox initramfs."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -47,19 +49,31 @@ def build_modules(files: KernelFiles) -> pathlib.Path | None:
     out = files.modules_dir / _sources_digest(MODULE_SOURCES)
     if (out / ".complete").exists():
         return out
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(MODULE_SOURCES, out)
-    cross = CROSS_COMPILE[files.arch]
-    result = subprocess.run(
-        # No BTF for our modules: it would need pahole and the lab does not use it.
-        ["make", "-C", str(files.headers), f"M={out}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-         *([f"CROSS_COMPILE={cross}"] if cross else []), "modules"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"building the lab modules failed:\n{result.stdout[-3000:]}")
-    (out / ".complete").write_text("")
+    with _build_lock(files.modules_dir):    # labs starting at once (test workers) build once
+        if (out / ".complete").exists():
+            return out
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(MODULE_SOURCES, out)
+        cross = CROSS_COMPILE[files.arch]
+        result = subprocess.run(
+            # No BTF for our modules: it would need pahole and the lab does not use it.
+            ["make", "-C", str(files.headers), f"M={out}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+             *([f"CROSS_COMPILE={cross}"] if cross else []), "modules"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"building the lab modules failed:\n{result.stdout[-3000:]}")
+        (out / ".complete").write_text("")
     return out
+
+
+@contextlib.contextmanager
+def _build_lock(folder: pathlib.Path):
+    """An exclusive lock on `folder` for one build into it (fcntl: released if we die)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def build_guest_programs() -> list[pathlib.Path]:
@@ -73,16 +87,18 @@ def build_guest_programs() -> list[pathlib.Path]:
     programs = [out / source.stem for source in sources]
     if all(program.exists() for program in programs):
         return programs
-    out.mkdir(parents=True, exist_ok=True)
     compiler = shutil.which("gcc-12") or "gcc"
-    for source, program in zip(sources, programs):
-        tmp = program.with_suffix(".tmp")
-        result = subprocess.run([compiler, "-static", "-O2", "-Wall", "-o", str(tmp), str(source)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"building {source.name} failed (needs libc6-dev's libc.a):\n"
-                               f"{result.stdout[-3000:]}")
-        os.replace(tmp, program)
+    with _build_lock(out):
+        for source, program in zip(sources, programs):
+            if program.exists():
+                continue
+            tmp = program.with_suffix(".tmp")
+            result = subprocess.run([compiler, "-static", "-O2", "-Wall", "-o", str(tmp), str(source)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"building {source.name} failed (needs libc6-dev's libc.a):\n"
+                                   f"{result.stdout[-3000:]}")
+            os.replace(tmp, program)
     return programs
 
 
@@ -127,23 +143,26 @@ def busybox(arch: str) -> pathlib.Path:
     binary = folder / "bin" / "busybox"
     if (folder / ".complete").exists():
         return binary
-    with tempfile.TemporaryDirectory() as tmp:
-        command = ["apt-get", "download", "-q", f"busybox-static:{arch}"]
-        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        if result.returncode != 0:              # a fresh machine: no or old package lists
-            kernels.refresh_package_lists()
+    with _build_lock(folder.parent):       # labs starting at once fetch it once
+        if (folder / ".complete").exists():
+            return binary
+        with tempfile.TemporaryDirectory() as tmp:
+            command = ["apt-get", "download", "-q", f"busybox-static:{arch}"]
             result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        debs = sorted(pathlib.Path(tmp).glob("busybox-static_*.deb"))
-        if result.returncode != 0 or not debs:
-            raise RuntimeError(f"apt-get download busybox-static:{arch} failed (`make "
-                               f"setup-arm64` adds the architecture): "
-                               f"{result.stderr.strip()[-400:]}")
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(folder)], check=True)
-    if not binary.exists():
-        raise RuntimeError(f"busybox-static:{arch} holds no bin/busybox")
-    (folder / ".complete").write_text("")
+            if result.returncode != 0:              # a fresh machine: no or old package lists
+                kernels.refresh_package_lists()
+                result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+            debs = sorted(pathlib.Path(tmp).glob("busybox-static_*.deb"))
+            if result.returncode != 0 or not debs:
+                raise RuntimeError(f"apt-get download busybox-static:{arch} failed (`make "
+                                   f"setup-arm64` adds the architecture): "
+                                   f"{result.stderr.strip()[-400:]}")
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(folder)], check=True)
+        if not binary.exists():
+            raise RuntimeError(f"busybox-static:{arch} holds no bin/busybox")
+        (folder / ".complete").write_text("")
     return binary
 
 

@@ -212,6 +212,14 @@ class Gdb:
     def close(self) -> None:
         if self.child.isalive():
             try:
+                # A gdb in a foreground `continue` reads no commands: interrupt it first
+                # (at a prompt ^C only prints a new one). Without this each lab left
+                # running waited out the EOF timeout below: most of `make test`'s time.
+                self.child.sendintr()
+                self.child.expect_exact(self.PROMPT, timeout=10)
+            except (pexpect.ExceptionPexpect, OSError):
+                pass
+            try:
                 self.child.sendline("detach")
                 self.child.sendline("quit")
                 self.child.expect(pexpect.EOF, timeout=30)

@@ -27,7 +27,7 @@ from typing import Callable
 
 import pexpect
 
-from qemu import kernels, oracle
+from qemu import build as lab_build, kernels, oracle
 
 __all__ = ["build", "push", "load", "unload", "printed", "parse_line", "main"]
 
@@ -41,7 +41,10 @@ def build(files: kernels.KernelFiles, directory: pathlib.Path) -> tuple[pathlib.
     result = subprocess.run(
         # no BTF for the module: it would need pahole, and nothing here reads it
         ["make", "-C", str(files.headers), f"M={directory.resolve()}",
-         "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
+         "CONFIG_DEBUG_INFO_BTF_MODULES=",
+         # cross-built for an arm64 guest, as the lab modules are (qemu/build.py)
+         *([f"CROSS_COMPILE={lab_build.CROSS_COMPILE[files.arch]}"]
+           if lab_build.CROSS_COMPILE.get(files.arch) else []), "modules"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"building {directory} failed:\n{result.stdout[-3000:]}")
@@ -64,11 +67,19 @@ def built_module(directory: pathlib.Path) -> pathlib.Path | None:
     return built[0] if len(built) == 1 else None
 
 
+def _objcopy(ko: pathlib.Path) -> str:
+    """The host's objcopy, or the cross one for an arm64 module (ELF e_machine EM_AARCH64):
+    the host's binutils read x86-64 ELF only."""
+    with open(ko, "rb") as handle:
+        machine = int.from_bytes(handle.read(20)[18:20], "little")
+    return f"{lab_build.CROSS_COMPILE['arm64']}objcopy" if machine == 183 else "objcopy"
+
+
 def push(run: Run, ko: pathlib.Path, guest_dir: str = "/tmp") -> str:
     """Copy `ko` (debug info stripped) into the guest; returns its guest path."""
     with tempfile.TemporaryDirectory() as tmp:
         stripped = pathlib.Path(tmp) / ko.name
-        subprocess.run(["objcopy", "--strip-debug", str(ko), str(stripped)], check=True)
+        subprocess.run([_objcopy(ko), "--strip-debug", str(ko), str(stripped)], check=True)
         data = stripped.read_bytes()
     encoded = base64.b64encode(data).decode()
     lines = [encoded[at:at + 76] for at in range(0, len(encoded), 76)]

@@ -14,7 +14,8 @@ The steps are fenced blocks whose info string is `console <where> [attributes]`:
     ```c excerpt=PATH       not run: the lines must appear in PATH in this order (`...` = a gap)
 
 Attributes: `kernel=6.1,6.12` (a step only for these kernels; its output comes from the first
-one), `unordered` (output lines compared as a set: hash-table order differs between kernels),
+one; an untagged step runs on the x86-64 kernels only, so the arm64 appendix's steps say
+`kernel=6.1-arm64`: `--kernels 6.1-arm64`, gdb-multiarch is taken for `--gdb gdb`), `unordered` (output lines compared as a set: hash-table order differs between kernels),
 `async` (gdb only: the block's last command waits for the guest, e.g. `continue` to a
 breakpoint or `kp-sim`; the next block, a guest block, is typed meanwhile in the second
 terminal: its commands run when gdb lets the guest go and finish whenever the guest runs next).
@@ -79,7 +80,12 @@ class Block:
         return (self.kernels or [REFERENCE_KERNEL])[0]
 
     def applies(self, kernel: str) -> bool:
-        return not self.kernels or kernel in self.kernels
+        """A block tagged with kernels runs on those; an untagged one on every kernel of the
+        reference kernel's architecture (the lecture is x86-64's: the arm64 appendix's
+        blocks name their kernels)."""
+        if self.kernels:
+            return kernel in self.kernels
+        return kernels.arch_of(kernel) == kernels.arch_of(REFERENCE_KERNEL)
 
     def label(self) -> str:
         return f"{DOC.relative_to(REPO)}:{self.first} ({self.where})"

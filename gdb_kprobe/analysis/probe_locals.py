@@ -60,14 +60,15 @@ def build(place: places.Place, frame: gdb.Frame | None, level: int | None) -> Lo
     """The report on `place`, values read in `frame` (None: not stopped there)."""
     boundary = decode.check(place)
     facts, slots = prologue.analyse(boundary.function_insns, place.address,
-                                    cfi.cfa_at(place.address))
+                                    cfi.cfa_at(place.address), cfi.saves_at(place.address))
     variables = scope.variables_at(place.address)
     where_now = {v.name: placement(v, facts) for v in variables}
     values = scope.values(frame, [v.name for v in variables]) if frame is not None else None
     cfa = None
     if frame is not None:
-        registers = context.frame_registers(frame, ["rsp", "rbp"])
-        cfa = registers["rbp"] + 16 if facts.frame_pointer else registers["rsp"] + facts.cfa_from_rsp
+        registers = context.frame_registers(frame, [facts.stack_register, facts.frame_register])
+        cfa = (registers[facts.frame_register] + facts.frame_offset if facts.frame_pointer
+               else registers[facts.stack_register] + facts.cfa_from_rsp)
     owners = {v.offset: v.name for v in variables if v.where == "cfa"}
     seen = set()
     slot_rows = []
@@ -91,12 +92,14 @@ def placement(variable: scope.Variable, facts: prologue.Prologue) -> str:
     if variable.where == "cfa":
         cfa_text = f"CFA{variable.offset:+#x}"
         if facts.frame_pointer:
-            return f"{variable.offset + 16:+#x}(%rbp)  [{cfa_text}]"
+            return (f"{variable.offset + facts.frame_offset:+#x}(%{facts.frame_register})  "
+                    f"[{cfa_text}]")
         from_rsp = facts.cfa_from_rsp + variable.offset
+        stack = facts.stack_register
         if from_rsp < 0:
-            return (f"{cfa_text}: below %rsp, freed by the epilogue at this PC" if facts.epilogue
-                    else f"{cfa_text}: below %rsp, not allocated yet at this PC")
-        return f"{from_rsp:+#x}(%rsp)  [{cfa_text}]"
+            why = "freed by the epilogue" if facts.epilogue else "not allocated yet"
+            return f"{cfa_text}: below %{stack}, {why} at this PC"
+        return f"{from_rsp:+#x}(%{stack})  [{cfa_text}]"
     if variable.where == "regoffset":
         return f"{variable.offset:+#x}(%{variable.register})"
     if variable.where == "static":
@@ -129,9 +132,11 @@ def fetch_line(place: places.Place, variables: list[scope.Variable],
             fetch = f"%{arch.GDB_TO_PT_REGS[variable.register]}"
         elif variable.where == "cfa":
             if facts.frame_pointer:
-                fetch = f"{variable.offset + 16:+d}(%bp)"
+                fetch = (f"{variable.offset + facts.frame_offset:+d}"
+                         f"(%{arch.GDB_TO_PT_REGS[facts.frame_register]})")
             elif facts.cfa_from_rsp + variable.offset >= 0:
-                fetch = f"{facts.cfa_from_rsp + variable.offset:+d}(%sp)"
+                fetch = (f"{facts.cfa_from_rsp + variable.offset:+d}"
+                         f"(%{arch.GDB_TO_PT_REGS[facts.stack_register]})")
         elif variable.where == "regoffset" and variable.register in arch.GDB_TO_PT_REGS:
             fetch = f"{variable.offset:+d}(%{arch.GDB_TO_PT_REGS[variable.register]})"
         elif variable.where == "static" and variable.address is not None:

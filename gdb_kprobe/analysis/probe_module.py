@@ -157,11 +157,13 @@ def _address(variable: scope.Variable, facts: prologue.Prologue) -> str | None:
     """C expression of the variable's address at the PC, from regs (None: not from regs)."""
     if variable.where == "cfa":
         if facts.frame_pointer:
-            return f"regs->bp {_hex(variable.offset + 16)}"
+            return (f"{arch.pt_regs_c(facts.frame_register)} "
+                    f"{_hex(variable.offset + facts.frame_offset)}")
         from_rsp = facts.cfa_from_rsp + variable.offset
-        return f"regs->sp {_hex(from_rsp)}" if from_rsp >= 0 else None
+        return (f"{arch.pt_regs_c(facts.stack_register)} {_hex(from_rsp)}" if from_rsp >= 0
+                else None)
     if variable.where == "regoffset" and variable.register in arch.GDB_TO_PT_REGS:
-        return f"regs->{arch.GDB_TO_PT_REGS[variable.register]} {_hex(variable.offset)}"
+        return f"{arch.pt_regs_c(variable.register)} {_hex(variable.offset)}"
     return None
 
 
@@ -184,7 +186,7 @@ def read_of(variable: scope.Variable, ctype: CType, facts: prologue.Prologue) ->
                                                   "printk conversion")
     pointer = ctype.spelling + ("*" if ctype.spelling.endswith("*") else " *")
     if variable.where == "register" and variable.register in arch.GDB_TO_PT_REGS:
-        register = f"regs->{arch.GDB_TO_PT_REGS[variable.register]}"
+        register = arch.pt_regs_c(variable.register)
         # a bool is the register's low byte, as gdb reads it
         expression = f"(u8){register}" if ctype.kind == "bool" else f"({ctype.spelling}){register}"
     elif address is not None:
@@ -215,7 +217,7 @@ def build(place: places.Place) -> ModuleModel:
     if not boundary.ok:
         decode.require_boundary(place)          # raises with the instruction it falls in
     facts, _slots = prologue.analyse(boundary.function_insns, place.address,
-                                     cfi.cfa_at(place.address))
+                                     cfi.cfa_at(place.address), cfi.saves_at(place.address))
     types = scope.types_at(place.address)
     reads = [read_of(v, c_type(types[v.name]), facts)
              for v in scope.variables_at(place.address) if v.name in types]
@@ -225,8 +227,10 @@ def build(place: places.Place) -> ModuleModel:
     line = gdb.find_pc_line(place.address)
     source = f"{line.symtab.filename}:{line.line}" if line.symtab else "no line info"
     release, banner = _kernel_identity()
-    frame = "CFA = regs->bp + 0x10 (frame pointer)" if facts.frame_pointer else \
-        f"CFA = regs->sp + {facts.cfa_from_rsp:#x} (no frame pointer at this PC)"
+    frame = (f"CFA = {arch.pt_regs_c(facts.frame_register)} + {facts.frame_offset:#x} (frame "
+             "pointer)" if facts.frame_pointer else
+             f"CFA = {arch.pt_regs_c(facts.stack_register)} + {facts.cfa_from_rsp:#x} (no frame "
+             "pointer at this PC)")
     symbol_name = f"{place.module}:{place.symbol}" if place.module else place.symbol
     if symbol_name is None:
         raise KpError(f"{place} is in no known function")

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING, Sequence
 
+from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 
 if TYPE_CHECKING:          # pure logic: the instructions only need .address, .raw, .asm
@@ -29,10 +30,16 @@ class Prologue:
     cfa_from_rsp: int                 # CFA = %rsp + this, at the PC
     end: int | None                   # address right after the last prologue instruction
     epilogue: bool = False            # the CFI says the frame is being torn down at the PC
+    # CFA = %frame_register + frame_offset with a frame pointer, else %stack_register +
+    # cfa_from_rsp (x86-64's: rbp+16, rsp; arm64's: x29 + the frame record's depth, sp)
+    frame_register: str = "rbp"
+    frame_offset: int = 16
+    stack_register: str = "rsp"
+    size: int | None = None           # the frame's size when pushes are inside `allocated`
 
     @property
     def frame_size(self) -> int:
-        return 8 * len(self.pushes) + self.allocated
+        return self.size if self.size is not None else 8 * len(self.pushes) + self.allocated
 
     def cfa_relative(self, register: str, offset: int, rsp_delta: int = 0) -> int | None:
         """CFA-relative offset of `offset(%register)` (rsp_delta: %rsp at that insn vs PC)."""
@@ -58,11 +65,21 @@ def _imm(text: str) -> int:
         raise KpError(f"cannot read the number `{text}` in the disassembly") from None
 
 
-def analyse(insns: Sequence["Insn"], pc: int,
-            cfa: tuple[str, int] | None = None) -> tuple[Prologue, list[Slot]]:
+def analyse(insns: Sequence["Insn"], pc: int, cfa: tuple[str, int] | None = None,
+            saves: dict[str, int] | None = None) -> tuple[Prologue, list[Slot]]:
     """Walk instructions from the function start up to (not including) `pc`. `cfa`, the
     compiler's CFA rule at `pc` (target/cfi.py), corrects the walk where it cannot be right:
-    epilogues and code laid out after a `ret`."""
+    epilogues and code laid out after a `ret`. An architecture whose seam answers
+    frame_facts() (arm64: stp/sub/x29, `saves` from the CFI) is walked there instead."""
+    facts = arch.frame_facts(insns, pc, cfa, saves)
+    if facts is not None:
+        return Prologue(**facts), []
+    return _walk(insns, pc, cfa)
+
+
+def _walk(insns: Sequence["Insn"], pc: int,
+          cfa: tuple[str, int] | None) -> tuple[Prologue, list[Slot]]:
+    """x86-64's walk: push, sub $N,%rsp, mov %rsp,%rbp, and the slots (%rbp/%rsp) touched."""
     pushes: list[str] = []
     allocated = 0
     saw_push_rbp = False

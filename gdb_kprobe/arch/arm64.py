@@ -16,11 +16,11 @@ __all__ = [
     "TRAP_EXPLANATION", "site_mechanism", "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns",
     "memory_map", "MCOUNT_INSN_SIZE", "JUMP_SITE_MAX", "jump_site_size", "STATIC_CALL_SIZE",
     "PROBE_ALIGN", "MAX_ATOMIC_CONTEXT", "decode_insn", "in_atomic_sequence",
-    # unwinder (a64bt)
-    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
-    "PT_REGS_PC", "PT_REGS_SP", "UNWIND_REGS", "SIGNED_RETURN_ADDRESSES",
-    "RETURN_ADDRESS_REGISTER", "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel",
-    "code_address", "address_bits", "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
+    "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
+    # kp-locals, kp-sim (a64locals)
+    "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA",
+    "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return", "simulated_branch",
 ]
 
 NAME = "aarch64"                           # gdb's architecture name
@@ -29,8 +29,7 @@ NAME = "aarch64"                           # gdb's architecture name
 # and "bt" for the unwinder and frame filter. Any other command refuses in one line
 # (target/guards.py require_arch_seam), and a seam name missing here raises arch.Unwritten.
 COMPLETE = False
-COMMANDS: tuple[str, ...] = ("kp-check", "kp-list", "kp-show",
-                             "bt", "kp-where")                # unwinder (a64bt)
+COMMANDS: tuple[str, ...] = ("kp-check", "kp-kaslr", "kp-list", "kp-show")
 ADDRESS_MASK = (1 << 64) - 1
 VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 
@@ -263,70 +262,89 @@ def in_atomic_sequence(previous: list[int]) -> bool:
     return False
 
 
-# --- unwinder (a64bt) ---
-# The kprobe's BRK traps through the EL1 synchronous exception vector: el1h_64_sync
-# (entry.S kernel_entry 1) saves a struct pt_regs at sp, then `mov x0, sp; bl
-# el1h_64_sync_handler` (→ el1_dbg → do_debug_exception → brk_handler → call_break_hook →
-# kprobe_breakpoint_handler on 6.1; el1_brk64 → do_el1_brk64 → kprobe_brk_handler on
-# 6.12). In the frame whose pc is that call's return address, sp is the pt_regs. The
-# interrupt vector is made by the same entry.S macro (an interrupt taken in the kernel).
-# __kretprobe_trampoline (probes/kprobes_trampoline.S) saves one too before calling
-# trampoline_probe_handler, whose regs->pc becomes the real return address.
-ENTRY_SYMBOLS = {"el1h_64_sync": "brk", "el1h_64_irq": "irq", "__kretprobe_trampoline": "kretprobe"}
-ENTRY_PREFIXES: dict[str, str] = {}
-# no code allocated at run time calls into kprobe handling (no optprobes, no kprobes on
-# ftrace on Debian's arm64 kernels): nothing outside the image is an entry
-ENTRY_CALLEES: dict[str, str] = {}
-# the lowest address kernel code runs at: modules and the image are above _PAGE_END(48)
-CODE_SPACE_START = 0xFFFF800000000000
-TRAP_PC_ADVANCE = 0                 # regs->pc is the BRK's own address while handlers run
-PT_REGS_PC, PT_REGS_SP = "pc", "sp"
-# what an unwinder restores from a pt_regs (pstate: gdb's cpsr is a flags type)
-UNWIND_REGS = {name: register for name, register in PT_REGS.items() if name != "pstate"}
-# Return addresses in frame records and LR are signed (paciasp), and QEMU 7.2's gdbstub
-# offers gdb no pauth_cmask register to strip them with: gdb's own DWARF unwinder gives
-# callers at signed, unreadable pcs. The unwinder unwinds every kernel frame from the
-# vmlinux's CFI itself and strips the PAC (strip_pac).
-SIGNED_RETURN_ADDRESSES = True
-RETURN_ADDRESS_REGISTER = "x30"
-DWARF_REGISTERS = (*(f"x{n}" for n in range(31)), "sp")      # AADWARF64: 0-30, 31 = sp
-# kprobe handling's stages by function, for kp-where (arch/arm64/kernel/probes/kprobes.c)
-KPROBE_STAGES = {"kprobe_breakpoint_handler": "brk entry", "kprobe_brk_handler": "brk entry",
-                 "kprobe_breakpoint_ss_handler": "post-handler",
-                 "kprobe_ss_brk_handler": "post-handler",
-                 "post_kprobe_handler": "post-handler",
-                 "trampoline_probe_handler": "kretprobe return handler",
-                 "__kretprobe_trampoline_handler": "kretprobe return handler"}
+# --- kaslr, current task (a64misc) ---
+# KASLR (CONFIG_RANDOMIZE_BASE, on in Debian's cloud-arm64): arch/arm64/kernel/pi/kaslr_early.c
+# puts the image at BIT(VA_BITS_MIN - 3) + (seed & GENMASK(VA_BITS_MIN - 3, 0)) above its link
+# address and head.S rounds that down to MIN_KIMG_ALIGN: a slide of up to 2**47 in 2 MiB
+# granules, 2**26 of them, too many to try each (x86-64's are 512). The running kernel says
+# where it is instead: VBAR_EL1 holds the address of `vectors` (KASLR_ANCHORS; gdb's name of
+# the register is QEMU's "VBAR", from its system-register feature), and a CPU stopped in the
+# kernel has its pc in the moved image; kernel/kaslr.py tries those slides, then checks each
+# with linux_banner. (With KPTI on, VBAR_EL1 is the trampoline's alias: the pc still tells.)
+KASLR_ALIGN = 0x200000                          # MIN_KIMG_ALIGN (SZ_2M)
+KASLR_RANGE = 1 << 47                           # BIT(45) + BIT(46) at most, VA_BITS_MIN 48
+KASLR_ANCHORS: tuple[tuple[str, str], ...] = (("VBAR", "vectors"),)
+# `current` (asm/current.h get_current()) is SP_EL0 while a CPU is in the kernel: entry.S
+# loads it from the per-CPU __entry_task on entry from EL0, and cpu_switch_to() writes the
+# next task there. QEMU's gdbstub (7.2) shows SP_EL0 in its system-register feature.
+# A CPU stopped at EL0 has its user stack pointer in SP_EL0: __entry_task, which
+# entry_task_switch() (process.c) sets at every switch, names the task it runs.
+CURRENT_TASK_REGISTER: str | None = "SP_EL0"
+CURRENT_TASK_PERCPU: tuple[tuple[str, str | None, str | None], ...] = (
+    ("__entry_task", None, None),)
 
 
-def saved_in_kernel(regs) -> bool:
-    """Was this pt_regs (a layouts.View) saved from kernel code (PSTATE.M[3:2], the EL, not
-    0) at a pc a kernel address can be?"""
-    return (regs.int("pstate") >> 2) & 3 != 0 and regs.int("pc") >> 52 == 0xFFF
+# --- kp-locals, kp-sim (a64locals) ---
+# gdb's register names → kprobe_events' (arch/arm64/kernel/ptrace.c regoffset_table: x0..x30,
+# sp, pc, pstate): the same names, so a fetch arg is %x19 or +12(%x29)
+GDB_TO_PT_REGS = {**{f"x{n}": f"x{n}" for n in range(31)}, "sp": "sp"}
+# what the lab module prints (qemu/modules/kp_lab_regs.h): pc, x0..x3, sp, pstate
+DEFAULT_SIM_REGS = ["pc", "x0", "x1", "x2", "x3", "sp", "pstate"]
+PT_REGS_PC = "pc"
+# BRK leaves ELR at the BRK itself: a pre_handler sees regs->pc == p->addr
+# (kprobe_breakpoint_handler(), no adjustment as x86's int3 needs)
+PRE_HANDLER_PC_DELTA = 0
+PRE_HANDLER_PC_TEXT = "addr itself: brk #0x4 traps without advancing the pc"
+# DWARF register numbers (AAPCS64 DWARF: 0-30 x0..x30, 31 sp)
+DWARF_REGS = tuple(f"x{n}" for n in range(31)) + ("sp",)
 
 
-ENTRY_PADDING = 2 * INSN_SIZE    # -fpatchable-function-entry=2: nops before the FDE's start
-FRAME_POINTER_REGISTER = "x29"
+def probe_trap(raw: bytes) -> str | None:
+    """What a live instruction that is not the vmlinux's is, for kp-sim's post view: the
+    kprobe's BRK ("brk"), else None (arm64 has no optprobe jmp, no kprobes on ftrace)."""
+    word = int.from_bytes(raw[:INSN_SIZE], "little") if len(raw) >= INSN_SIZE else None
+    return TRAP_MECHANISM if word == BRK64_OPCODE_KPROBES else None
 
 
-def pt_regs_values(regs) -> dict[str, int]:
-    """UNWIND_REGS' values from a pt_regs (a layouts.View): x0..x30 are its regs[31]."""
-    raw = regs.bytes("regs")
-    values = {f"x{n}": int.from_bytes(raw[8 * n: 8 * n + 8], "little") for n in range(31)}
-    return {**values, "sp": regs.int("sp"), "pc": regs.int("pc")}
+# the frame at a PC (kp-locals): arm64_frame.py, to keep this module within its size
+from gdb_kprobe.arch.arm64_frame import frame_facts  # noqa: E402
 
 
-def code_address(raw: int, va_bits: int = VA_BITS_DEFAULT) -> int:
-    """A return address as the CPU would branch to it: PAC stripped."""
-    return strip_pac(raw, va_bits)
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs: x0..x30 are
+    regs->regs[N] (asm/ptrace.h user_pt_regs), sp is regs->sp."""
+    return "regs->sp" if register == "sp" else f"regs->regs[{int(register[1:])}]"
 
 
-def address_bits(info: dict[str, str]) -> int:
-    """The virtual address bits the kernel runs with, above which a PAC sits: 64 - T1SZ
-    (arch_crash_save_vmcoreinfo() reports TCR_EL1.T1SZ; VA_BITS there is the configured
-    maximum, 52 on Debian's 6.12 even on a CPU with 48-bit VA), else VA_BITS, else 48."""
-    t1sz = info.get("NUMBER(TCR_EL1_T1SZ)")
-    if t1sz:
-        return 64 - int(t1sz, 0)
-    bits = info.get("NUMBER(VA_BITS)")
-    return int(bits) if bits else VA_BITS_DEFAULT
+PT_REGS_RETVAL = "x0"                     # regs_return_value()
+ENTRY_RETURN_REGS = ("x30",)              # the link register holds the return address
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, sp once it has returned).
+    `bl` left it in x30, not yet signed (paciasp comes later; stripped all the same), and
+    AAPCS64 gives the caller back its own sp."""
+    return strip_pac(regs["x30"]), regs["sp"]
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """Why kp-sim has no post view behind a kprobe's brk that stands for a branch (b, bl,
+    b.cond, cbz, tbz, br, blr, ret: simulate-insn.c sets regs->pc to the target), else None."""
+    if len(raw) < INSN_SIZE:
+        return None
+    kind, handler = decode_insn(int.from_bytes(raw[:INSN_SIZE], "little"))
+    branches = ("simulate_b_bl", "simulate_b_cond", "simulate_cbz_cbnz", "simulate_tbz_tbnz",
+                "simulate_br_blr_ret")
+    if kind != "simulated" or handler not in branches:
+        return None
+    return (f"the kprobe's brk stands for a branch the kernel simulates ({handler}), which "
+            "resumes at the branch's target; use a neighbouring instruction")
+
+
+# checked on the guest by tests/e2e/test_arm64_locals.py
+COMMANDS = COMMANDS + ("kp-locals", "kp-sim")
+# --- unwinder (a64bt) --- entry paths, PAC stripping, pt_regs: arm64_unwind.py (module size)
+from gdb_kprobe.arch.arm64_unwind import *  # noqa: E402,F401,F403
+from gdb_kprobe.arch.arm64_unwind import __all__ as _UNWINDER  # noqa: E402
+__all__ += _UNWINDER
+COMMANDS = COMMANDS + ("bt", "kp-where")      # checked by tests/e2e/test_arm64_unwind.py

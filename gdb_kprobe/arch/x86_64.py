@@ -9,7 +9,8 @@ __all__ = [
     "NAME", "ADDRESS_MASK", "u64", "is_canonical", "PT_REGS", "UNWIND_REGS",
     "GDB_TO_PT_REGS", "ARG_REGS", "CALLEE_SAVED", "DEFAULT_SIM_REGS", "KERNEL_CS",
     "ENDBR64", "ENDBR32", "ENDBR_POISON", "NOP5", "NOP2", "JMP8", "JMP32", "CALL32", "INT3", "INT3_INSN_SIZE", "MAX_INSN_SIZE", "REL32_SIZE",
-    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "is_exception_insn",
+    "MCOUNT_INSN_SIZE", "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "is_exception_insn",
+    "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
     "START_KERNEL_MAP", "KERNEL_IMAGE_SIZE_FIXED", "MODULES_END", "PAGE_OFFSET_L4",
     "PAGE_OFFSET_L5", "DIRECT_MAP_SIZE_L4", "DIRECT_MAP_SIZE_L5", "VMALLOC_START_L4",
     "VMALLOC_START_L5", "VMALLOC_SIZE_L4", "VMALLOC_SIZE_L5",
@@ -18,9 +19,13 @@ __all__ = [
     "in_user_mode", "SITE_BYTES", "TRAP_MECHANISM", "TRAP_EXPLANATION", "site_mechanism",
     "SLOT_FIELD", "SIMULATE_FIELD", "slot_insns", "memory_map", "JUMP_SITE_MAX",
     "jump_site_size", "STATIC_CALL_SIZE",
+    # kp-locals, kp-sim: the names arm64.py has too (a64locals)
+    "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS",
+    "frame_facts", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
+    "simulated_branch",
     "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
-    "PT_REGS_PC", "PT_REGS_SP", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER",
-    "DWARF_REGISTERS", "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits",
+    "PT_REGS_SP", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER",
+    "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits",
     "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
 ]
 
@@ -130,6 +135,16 @@ def unemulated_insn(raw: bytes) -> str | None:
 
 KASLR_ALIGN = 0x200000                    # CONFIG_PHYSICAL_ALIGN: the slide's granule
 KASLR_RANGE = 0x40000000                  # the kernel image may move within 1 GiB
+# registers that hold a kernel symbol's running address (arm64: VBAR_EL1 = vectors); none
+# that QEMU's x86 gdbstub shows (the IDT base is not one of its registers)
+KASLR_ANCHORS: tuple[tuple[str, str], ...] = ()
+# `current`: the per-CPU current_task, or pcpu_hot.current_task from v6.2 (e57ef2ed97c1 "x86:
+# Put hot per CPU variables into a struct") to v6.14 (v6.15 moved it back: a1e4cc0155ad
+# "x86/percpu: Move current_task to percpu hot section"); (per-CPU symbol, its struct type,
+# member) in the order tried, the symbols tell which this kernel has. No register holds it.
+CURRENT_TASK_REGISTER: str | None = None
+CURRENT_TASK_PERCPU: tuple[tuple[str, str | None, str | None], ...] = (
+    ("pcpu_hot", "struct pcpu_hot", "current_task"), ("current_task", None, None))
 
 # The virtual memory map (Documentation/arch/x86/x86_64/mm.rst, asm/pgtable_64_types.h,
 # asm/page_64_types.h). Module space is [MODULES_VADDR, MODULES_END) with MODULES_VADDR =
@@ -201,6 +216,51 @@ def jump_site_size(head: bytes) -> int:
     return 2 if head[0] == JMP8 or head == NOP2 else REL32_SIZE
 
 
+
+# -- kp-sim and kp-locals: the names arm64.py has too -----------------------------------
+PT_REGS_PC = "ip"                         # struct pt_regs' program counter
+PRE_HANDLER_PC_DELTA = INT3_INSN_SIZE     # a pre_handler's regs->ip - p->addr
+PRE_HANDLER_PC_TEXT = ("addr + 1, past the int3 (optimized and ftrace-based probes set it so "
+                       "too)")
+# DWARF register numbers (System V psABI, figure 3.36)
+DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+def probe_trap(raw: bytes) -> str | None:
+    """What a live instruction that is not the vmlinux's is, by its first byte: an
+    "optprobe jmp" (or a jump label's), the kprobe's "int3", an "ftrace call", or None."""
+    first = raw[0] if raw else None
+    return {JMP32: "optprobe jmp", INT3: TRAP_MECHANISM, CALL32: "ftrace call"}.get(first)
+
+
+def frame_facts(insns, pc: int, cfa, saves) -> None:
+    """None: x86's frame at a PC is analysis/prologue.py's push/sub/mov walk, corrected by
+    the CFA rule (arm64.py answers from its stp/sub/x29 walk instead)."""
+    return None
+
+
+def pt_regs_c(register: str) -> str:
+    """The C expression of a gdb register in a handler's struct pt_regs *regs (regs->bp)."""
+    return f"regs->{GDB_TO_PT_REGS[register]}"
+
+
+PT_REGS_RETVAL = "ax"                     # regs_return_value()
+ENTRY_RETURN_REGS: tuple[str, ...] = ()   # the return address is on the stack
+
+
+def entry_return(regs: dict[str, int], read_u64) -> tuple[int, int]:
+    """At a function's first instruction: (its return address, %rsp once it has returned).
+    The call pushed the return address at %rsp; `ret` pops it."""
+    return read_u64(regs["sp"]), regs["sp"] + 8
+
+
+def simulated_branch(raw: bytes) -> str | None:
+    """None: kp-sim's post view behind x86's int3 is the next instruction (as it always was);
+    arm64's answers why there is none behind a simulated branch."""
+    return None
+
+
 # -- the unwinder's entry paths (engine/unwind.py, engine/code_map.py) -------------------
 # entry code in the kernel image whose calls into C leave a pt_regs at %rsp: by name, or
 # by name prefix (ftrace_regs_caller_op_ptr, _ret, _jmp, _end are inside ftrace_regs_caller)
@@ -212,13 +272,11 @@ ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
                  "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
 CODE_SPACE_START = START_KERNEL_MAP       # the image, then modules and run-time code above
 TRAP_PC_ADVANCE = INT3_INSN_SIZE          # regs->ip is past the int3 while handlers run
-PT_REGS_PC, PT_REGS_SP = "ip", "sp"
+PT_REGS_SP = "sp"
 # gdb's own DWARF unwinder gives the right callers: the plugin's unwinder leaves ordinary
 # frames to it (arm64's return addresses are signed: arch/arm64.py)
 SIGNED_RETURN_ADDRESSES = False
 RETURN_ADDRESS_REGISTER = "rip"
-DWARF_REGISTERS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
-                   "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")   # psABI fig. 3.36
 # kprobe handling's stages by function, for kp-where
 KPROBE_STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
                  "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",

@@ -14,8 +14,10 @@ from gdb_kprobe.ui import jsonout, jsonout_listings, render
 class KpKaslr(KpCommand):
     name = "kp-kaslr"
     summary = ("Compare the vmlinux's linux_banner with kernel memory: say whether the "
-               "symbol file matches the running kernel and by how much KASLR moved it; "
-               "--relocate shifts gdb's and gdb-kprobe's symbols by that slide.")
+               "symbol file matches the running kernel and by how much KASLR moved it "
+               "(the slides tried come from the pc, arm64's VBAR_EL1, and on x86-64 every "
+               "2 MiB step of its 1 GiB); --relocate shifts gdb's and gdb-kprobe's symbols "
+               "by that slide.")
 
     def build_parser(self):
         parser = super().build_parser()

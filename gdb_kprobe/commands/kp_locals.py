@@ -19,7 +19,8 @@ from gdb_kprobe.ui import (jsonout, jsonout_offsets, module_source, offsets_tabl
 class KpLocals(KpCommand):
     name = "kp-locals"
     summary = ("Show the parameters and locals in scope at a probe point, where each lives at "
-               "that exact PC (register, %rbp/%rsp slot, optimized out), their values when "
+               "that exact PC (register, frame-pointer or stack slot: %rbp/%rsp on x86-64, "
+               "%x29/%sp on arm64; optimized out), their values when "
                "stopped there, the stack slots the code touches, and a kprobe_events line that "
                "records the same values; with --module DIR, a kprobe module that prints them.")
 

@@ -58,8 +58,10 @@ class Breakpoints:
 
 
 def _live_int3(address: int) -> bool:
+    """Is a kprobe's trap live at `address` (x86's int3, arm64's brk #0x4)? gdb takes
+    either for a permanent breakpoint."""
     try:
-        return memory.read(address, 1) == bytes([arch.INT3])
+        return arch.probe_trap(memory.read(address, arch.SITE_BYTES)) == arch.TRAP_MECHANISM
     except KpError:
         return False
 
@@ -69,7 +71,8 @@ def refuse_live_int3(address: int) -> None:
     from it, gdb takes the int3 for a permanent breakpoint and steps over it, so neither
     the kprobe nor the instruction it replaced would run, and the guest goes wrong."""
     if _live_int3(address):
-        raise KpError(f"a kprobe's int3 is live at {address:#x}: gdb would step over it as a "
+        raise KpError(f"a kprobe's {arch.TRAP_MECHANISM} is live at {address:#x}: gdb would "
+                      "step over it as a "
                       "permanent breakpoint, skipping the probe and the instruction it "
                       "replaced; use a neighbouring instruction, or disable the probe")
 

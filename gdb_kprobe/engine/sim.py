@@ -43,7 +43,7 @@ def plan(place: Place, regs: list[str]) -> Plan:
 
 
 def parse_regs(text: str | None) -> list[str]:
-    """--regs: pt_regs names (gdb's names are taken too), ip always first."""
+    """--regs: pt_regs names (gdb's names are taken too), the pc (ip) always first."""
     if not text:
         return list(arch.DEFAULT_SIM_REGS)
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
@@ -55,8 +55,8 @@ def parse_regs(text: str | None) -> list[str]:
             raise KpError(f"unknown register `{name}`; use pt_regs names: "
                           f"{', '.join(arch.PT_REGS)}")
         chosen.append(name)
-    if "ip" not in chosen:
-        chosen.insert(0, "ip")
+    if arch.PT_REGS_PC not in chosen:
+        chosen.insert(0, arch.PT_REGS_PC)
     return chosen
 
 
@@ -100,8 +100,9 @@ def run_probe(address: int, original: disasm.Insn, after: Continuation | None, c
                               f"{count} hits; breakpoints removed")
             cpu = context.current_cpu()
             pre = context.newest_registers(regs)
-            # what the pre_handler gets: regs->ip past the int3 (or made to look so)
-            pre["ip"] = address + arch.INT3_INSN_SIZE
+            # what the pre_handler gets: x86's regs->ip past the int3 (or made to look so),
+            # arm64's regs->pc at the brk
+            pre[arch.PT_REGS_PC] = address + arch.PRE_HANDLER_PC_DELTA
             task = sched.current_task_name()
             how = "stepi" if after is None else "continuation breakpoint"
             if after is None:
@@ -130,7 +131,8 @@ def run_return(entry_address: int, count: int,
                report: Callable[[ReturnHit], None]) -> int:
     """kretprobe flow: at entry note sp, return address, arguments and the guest clock;
     a breakpoint on the return address reports the return value when *that* frame
-    returns (sp = entry sp + 8), so recursion and other tasks are not confused."""
+    returns (sp as arch.entry_return() says: x86's entry sp + 8, arm64's entry sp), so
+    recursion and other tasks are not confused."""
     done = 0
     pending: dict[int, tuple[int, dict[str, int], int | None, int]] = {}   # sp after ret → …
     returns: dict[int, gdb.Breakpoint] = {}
@@ -139,12 +141,13 @@ def run_return(entry_address: int, count: int,
         while done < count:
             resume()
             pc = stopped_at()
-            regs = context.newest_registers(["ip", "sp", *arch.ARG_REGS, "ax"])
+            regs = context.newest_registers([arch.PT_REGS_PC, "sp", *arch.ARG_REGS,
+                                             *arch.ENTRY_RETURN_REGS, arch.PT_REGS_RETVAL])
             if pc == entry_address:
                 sp = regs["sp"]
-                return_address = memory.read_u64(sp)
-                pending[sp + 8] = (return_address, {r: regs[r] for r in arch.ARG_REGS},
-                                   sched.guest_clock_ns(), sp)
+                return_address, sp_after = arch.entry_return(regs, memory.read_u64)
+                pending[sp_after] = (return_address, {r: regs[r] for r in arch.ARG_REGS},
+                                     sched.guest_clock_ns(), sp)
                 if return_address not in returns:
                     returns[return_address] = bps.add(return_address)
                 continue
@@ -154,7 +157,7 @@ def run_return(entry_address: int, count: int,
                 elapsed = now - started if now is not None and started is not None else None
                 done += 1
                 report(ReturnHit(context.current_cpu(), sched.current_task_name(), entry_sp,
-                                 return_address, args, regs["ax"], elapsed))
+                                 return_address, args, regs[arch.PT_REGS_RETVAL], elapsed))
                 continue
             if pc in returns:
                 continue        # another call returning to the same place: not ours

@@ -79,7 +79,7 @@ def unwind(pending, pc: int, codes: code_map.CodeMap):
     rules = _rules_at(pc) if stopped else _rules_at(pc - 1)
     if rules is None:
         return None
-    names = arch.DWARF_REGISTERS
+    names = arch.DWARF_REGS
     if rules.cfa_register >= len(names):
         return None
     cfa = arch.u64(_register(pending, names[rules.cfa_register]) + rules.cfa_offset)
@@ -90,7 +90,7 @@ def unwind(pending, pc: int, codes: code_map.CodeMap):
             saved[register] = _register(pending, register)
     ret_addr = arch.code_address(saved[arch.RETURN_ADDRESS_REGISTER], _va_bits())
     if ret_addr and ret_addr == codes.trampoline:
-        restored = _kretprobe_instance_ret(saved.get(arch.FRAME_POINTER_REGISTER, 0))
+        restored = _kretprobe_instance_ret(pending, saved.get(arch.FRAME_POINTER_REGISTER, 0))
         if restored:
             ret_addr = arch.code_address(restored, _va_bits())
             name = Symbolizer().lookup(codes.trampoline)
@@ -113,7 +113,7 @@ cache.register(_rows.clear, *cache.OBJFILE, "relocate")
 def _rules_at(pc: int):
     if pc not in _rows:
         _rows[pc] = cfi.frame_rules_at(pc, arch.ENTRY_PADDING,
-                                       arch.DWARF_REGISTERS.index(arch.STACK_POINTER))
+                                       arch.DWARF_REGS.index(arch.STACK_POINTER))
     return _rows[pc]
 
 
@@ -121,12 +121,13 @@ def _va_bits() -> int:
     return arch.address_bits(owners.vmcoreinfo())
 
 
-def _kretprobe_instance_ret(frame_pointer: int) -> int | None:
+def _kretprobe_instance_ret(pending, frame_pointer: int) -> int | None:
     """ret_addr of the current task's kretprobe_instance made at the entry of the function
     whose caller's frame pointer is `frame_pointer` (arm64 arch_prepare_kretprobe(): ri->fp
     = regs->regs[29]; kretprobe_find_ret_addr() matches the same way). Kernels with
     kretprobes on rethook keep none (task->rethooks instead: _rethook_node)."""
-    task = sched.current_task(context.current_cpu())
+    task = sched.current_task(context.current_cpu(),
+                              lambda name: int(pending.read_register(name)))
     task_layout = layouts.layout("struct task_struct")
     if not task or not frame_pointer or not task_layout.has_field("kretprobe_instances"):
         return None

@@ -326,8 +326,8 @@ def continuation(place: Place, original: disasm.Insn, live: disasm.Insn) -> Cont
     if live.raw == original.raw or live.asm.startswith("nop"):
         return None
     next_address = original.address + len(original.raw)
-    first = live.raw[0]
-    if first == arch.JMP32:
+    trap = arch.probe_trap(live.raw)
+    if trap == "optprobe jmp":
         entry = kprobes.find_entry(kprobes.read_table(), place.address)
         optimized = optimized_probe(entry) if entry is not None else None
         if optimized is not None:
@@ -337,10 +337,12 @@ def continuation(place: Place, original: disasm.Insn, live: disasm.Insn) -> Cont
                 "post view comes after all of them"))
         return Continuation(next_address,
                             "a jmp (an optprobe or a jump label) replaces the original code")
-    if first == arch.INT3:
-        return Continuation(next_address, "a real kprobe's int3: the kernel runs its handlers "
-                            "and single-steps its copy; the post view is where it resumes")
-    if first == arch.CALL32:
+    if trap == arch.TRAP_MECHANISM and (branch := arch.simulated_branch(original.raw)):
+        raise KpError(f"kp-sim has no post view at {place} (`{original.asm}`): {branch}")
+    if trap == arch.TRAP_MECHANISM:
+        return Continuation(next_address, f"a real kprobe's {trap}: the kernel runs its handlers"
+                            " and single-steps its copy; the post view is where it resumes")
+    if trap == "ftrace call":
         return Continuation(next_address, "an ftrace call (an ftrace-based kprobe or tracer): "
                             "the trampoline runs and returns; the post view is after the call")
     refuse_inside_optimized(place, "simulate at {start:#x} instead")

@@ -2,8 +2,9 @@
 
 The vmlinux's `linux_banner` ("Linux version ...") is compared with kernel memory.
 Equal at the file's address: the right kernel, not relocated. Found at another
-2 MiB-aligned offset: KASLR moved the kernel by that slide. Found nowhere: the
-vmlinux is not the running kernel's. The answer is cached until the symbol file
+offset aligned to the architecture's KASLR granule (2 MiB on x86-64 and arm64): KASLR moved
+the kernel by that slide. Found nowhere: the vmlinux is not the running kernel's. The slides
+tried come from the target where it tells (arm64's range is too wide to try each). The answer is cached until the symbol file
 or the target changes.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gdb_kprobe.target import cache, memory, symbols
 __all__ = ["KernelMatch", "detect", "require_matching_kernel"]
 
 BANNER_BYTES = 64
+MAX_SCANNED_SLIDES = 4096          # reads of linux_banner tried blindly at most
 
 
 @dataclasses.dataclass
@@ -52,25 +54,45 @@ def detect() -> KernelMatch:
     if _banner_at(banner_address) == wanted:
         return KernelMatch(table.bias, text, text)
     found = None
-    # The stop address is in the moved kernel text: try the slides that put it back
-    # inside the image first, then every aligned slide.
-    candidates = list(range(-arch.KASLR_RANGE, arch.KASLR_RANGE, arch.KASLR_ALIGN))
-    try:
-        pc = int(gdb.newest_frame().pc())
-        start, end = table.address_of("_text"), table.address_of("_end")
-        if start is not None and end is not None:
-            candidates.sort(key=lambda slide: not start <= pc - slide < end)
-    except gdb.error:
-        pass
-    for slide in candidates:
-        if slide == 0:
-            continue
+    for slide in _candidate_slides(table):
         if _banner_at(banner_address + slide) == wanted:
             found = table.bias + slide
             break
     memory = _banner_at(banner_address, max(size, BANNER_BYTES))
     shown = memory.split(b"\0")[0].decode("utf-8", "replace").strip() if memory else None
     return KernelMatch(found, text, shown)
+
+
+def _candidate_slides(table: symbols.ElfSymbols) -> list[int]:
+    """The slides to try, most likely first, each once: where the architecture's anchor
+    registers put their symbol (arm64: VBAR_EL1 holds `vectors`), then those that put the
+    stop's pc back inside the image, then every aligned slide when there are few enough to
+    read each (x86-64's 1 GiB: 1024; arm64's 2**47 are not: the anchors and the pc must
+    tell there)."""
+    slides: list[int] = []
+    align = arch.KASLR_ALIGN
+    start, end = table.address_of("_text"), table.address_of("_end")
+    try:
+        frame = gdb.newest_frame()
+        for register, symbol in arch.KASLR_ANCHORS:
+            linked = table.address_of(symbol)
+            try:
+                if linked is not None:
+                    slides.append(arch.u64(int(frame.read_register(register))) - linked)
+            except (gdb.error, ValueError):
+                pass        # a stub without the register
+        if start is not None and end is not None:
+            pc = arch.u64(int(frame.pc()))
+            # aligned, start <= pc - slide < end, within the range (a pc in user space
+            # or a module puts none or a few there)
+            first = max(-(-(pc - end + 1) // align) * align, -arch.KASLR_RANGE)
+            slides += range(first, min(pc - start, arch.KASLR_RANGE) + 1, align)
+    except (gdb.error, ValueError):
+        pass                # no frame
+    if 2 * arch.KASLR_RANGE // align <= MAX_SCANNED_SLIDES:
+        slides += range(-arch.KASLR_RANGE, arch.KASLR_RANGE, align)
+    # each once, in order; 0 was tried first, a slide off the granule never happens
+    return [slide for slide in dict.fromkeys(slides) if slide and slide % align == 0]
 
 
 def require_matching_kernel() -> None:

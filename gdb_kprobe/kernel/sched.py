@@ -1,11 +1,12 @@
 """Tasks and the scheduler's clock: the task running on a CPU, its name, the guest's time.
 
-Mirrors what `current` is on x86-64: the per-CPU `current_task`, or `pcpu_hot.current_task`
-from v6.2 (e57ef2ed97c1 "x86: Put hot per CPU variables into a struct") to v6.14 (v6.15 moved
-it back: a1e4cc0155ad "x86/percpu: Move current_task to percpu hot section"). The symbols
-tell which this kernel has.
+Where `current` lives is the architecture's (arch.CURRENT_TASK_REGISTER, CURRENT_TASK_PERCPU):
+x86-64's per-CPU current_task (or pcpu_hot.current_task), arm64's SP_EL0 while the CPU is in
+the kernel and its per-CPU __entry_task otherwise.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import gdb
 
@@ -17,22 +18,40 @@ from gdb_kprobe.target import context, layouts, memory, symbols
 __all__ = ["current_task", "task_name", "current_task_name", "guest_clock_ns"]
 
 
-def current_task(cpu: int) -> int | None:
-    """The `struct task_struct *` running on `cpu`; None when the kernel has neither form."""
+def current_task(cpu: int, read_register: Callable[[str], int] | None = None) -> int | None:
+    """The `struct task_struct *` running on `cpu`; None when the kernel has no form of
+    `current` this architecture knows. `read_register` reads a register of the selected
+    CPU (default: its newest frame's; an unwinder passes its pending frame's): where the
+    architecture keeps `current` in a register, the selected CPU's is taken from there
+    while it is in the kernel."""
+    register = arch.CURRENT_TASK_REGISTER
+    if register is not None and cpu == context.current_cpu():
+        task = _from_register(register, read_register)
+        if task is not None:
+            return task
     table = symbols.kernel()
-    offsets = percpu.offsets()
-    if table.address_of("pcpu_hot") is not None:
-        hot = layouts.layout("struct pcpu_hot")
-        slot = table.address_of("pcpu_hot") + hot.offset("current_task") + offsets[cpu]
-    elif table.address_of("current_task") is not None:
-        slot = table.address_of("current_task") + offsets[cpu]
-    elif table.address_of("__entry_task") is not None:
-        # arm64 keeps `current` in SP_EL0, which QEMU's gdbstub does not give; __switch_to()
-        # stores the same task in this per-CPU variable (entry_task_switch())
-        slot = arch.u64(table.address_of("__entry_task") + offsets[cpu])
-    else:
-        return None
-    return memory.read_u64(slot)
+    for symbol, struct, member in arch.CURRENT_TASK_PERCPU:
+        base = table.address_of(symbol)
+        if base is None:
+            continue
+        if struct is not None and member is not None:
+            base += layouts.layout(struct).offset(member)
+        return memory.read_u64(arch.u64(base + percpu.offsets()[cpu]))
+    return None
+
+
+def _from_register(register: str, read_register: Callable[[str], int] | None) -> int | None:
+    """The register's value when the selected CPU is in the kernel (at EL0 arm64's SP_EL0 is
+    the user stack pointer), else None."""
+    if read_register is None:
+        def read_register(name: str) -> int:
+            return int(gdb.newest_frame().read_register(name))
+    try:
+        if arch.in_user_mode(arch.u64(read_register(arch.MODE_REGISTER))):
+            return None
+        return arch.u64(read_register(register))
+    except (gdb.error, ValueError):
+        return None         # a stub without the register (no system-register feature)
 
 
 def task_name(task: int) -> str:

@@ -17,13 +17,10 @@ import bisect
 import struct
 from typing import NamedTuple
 
+from gdb_kprobe import arch
 from gdb_kprobe.target import cache, symbols
 
-__all__ = ["CfaRule", "cfa_at"]
-
-# DWARF register numbers of x86-64 (System V psABI, figure 3.36)
-_DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
-               "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+__all__ = ["CfaRule", "cfa_at", "saves_at", "FrameRules", "frame_rules_at"]
 
 
 class CfaRule(NamedTuple):
@@ -64,16 +61,22 @@ class _Frames:
         self.starts = [entry[0] for entry in found]
 
     def rule_at(self, pc: int) -> CfaRule | None:
+        return self.row_at(pc)[0]
+
+    def row_at(self, pc: int) -> tuple[CfaRule | None, dict[str, int] | None]:
+        """The CFA rule at `pc` and the registers saved there (name → CFA offset)."""
         pc -= self.bias
         index = bisect.bisect_right(self.starts, pc) - 1
         if index < 0 or not self.fdes[index][0] <= pc < self.fdes[index][1]:
-            return None
+            return None, None
         start, _end, offset, cie_offset = self.fdes[index]
         code_align, data_align, initial = self._cie(cie_offset)
         length, = struct.unpack_from("<I", self.data, offset)
         program = self.data[offset + 24: offset + 4 + length]
-        rule = _run(initial, None, code_align, data_align, start, pc)
-        return _run(program, rule, code_align, data_align, start, pc)
+        saves: dict[str, int] = {}
+        rule = _run(initial, None, code_align, data_align, start, pc, saves)
+        rule = _run(program, rule, code_align, data_align, start, pc, saves)
+        return rule, (saves if rule is not None else None)
 
     def _cie(self, offset: int) -> tuple[int, int, bytes]:
         if offset not in self._cies:
@@ -95,9 +98,11 @@ class _Frames:
 
 
 def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
-         location: int, pc: int) -> CfaRule | None:
-    """Execute CFA instructions from `location` until the row that covers `pc`."""
-    stack: list[CfaRule | None] = []
+         location: int, pc: int, saves: dict[str, int] | None = None) -> CfaRule | None:
+    """Execute CFA instructions from `location` until the row that covers `pc`; `saves`
+    (updated in place) keeps each saved register's CFA offset (DW_CFA_offset)."""
+    saves = {} if saves is None else saves
+    stack: list[tuple[CfaRule | None, dict[str, int]]] = []
     cursor = 0
     while cursor < len(program):
         op = program[cursor]
@@ -105,10 +110,8 @@ def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
         high, low = op & 0xC0, op & 0x3F
         if high == 0x40:                                        # advance_loc
             location += low * code_align
-        elif high == 0x80:                                      # offset: a register's slot
-            _, cursor = _uleb(program, cursor)
-        elif high == 0xC0:                                      # restore
-            pass
+        elif high in (0x80, 0xC0) or op in (0x05, 0x06, 0x07, 0x08, 0x11, 0x2D):
+            cursor = _register_rule(op, program, cursor, data_align, saves)
         elif op in (0x02, 0x03, 0x04):                          # advance_loc1/2/4
             size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
             location += int.from_bytes(program[cursor: cursor + size], "little") * code_align
@@ -117,9 +120,11 @@ def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
             location = struct.unpack_from("<Q", program, cursor)[0]
             cursor += 8
         elif op == 0x0A:
-            stack.append(rule)
-        elif op == 0x0B:
-            rule = stack.pop() if stack else rule
+            stack.append((rule, dict(saves)))
+        elif op == 0x0B and stack:
+            rule, kept = stack.pop()
+            saves.clear()
+            saves.update(kept)
         elif op in (0x0C, 0x12):                                # def_cfa, def_cfa_sf
             register, cursor = _uleb(program, cursor)
             offset, cursor = (_uleb if op == 0x0C else _sleb)(program, cursor)
@@ -144,6 +149,25 @@ def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
     return rule
 
 
+def _register_rule(op: int, program: bytes, cursor: int, data_align: int,
+                   saves: dict[str, int]) -> int:
+    """A register's save slot (DW_CFA_offset*) or its restore, kept in `saves`."""
+    high, low = op & 0xC0, op & 0x3F
+    if high == 0x80:                                            # offset: a register's slot
+        factored, cursor = _uleb(program, cursor)
+        saves[_name(low)] = factored * data_align
+    elif high == 0xC0:                                          # restore
+        saves.pop(_name(low), None)
+    elif op in (0x05, 0x11):                                    # offset_extended(_sf)
+        register, cursor = _uleb(program, cursor)
+        factored, cursor = (_uleb if op == 0x05 else _sleb)(program, cursor)
+        saves[_name(register)] = factored * data_align
+    elif op in (0x06, 0x07, 0x08):                              # restore, undefined, same
+        register, cursor = _uleb(program, cursor)
+        saves.pop(_name(register), None)
+    return cursor                       # 0x2D: AArch64 negate_ra_state (paciasp), no operands
+
+
 def _skip_operands(op: int, program: bytes, cursor: int) -> int | None:
     if op in (0x00, 0x0A, 0x0B):
         return cursor
@@ -159,7 +183,8 @@ def _skip_operands(op: int, program: bytes, cursor: int) -> int | None:
 
 
 def _name(register: int) -> str:
-    return _DWARF_REGS[register] if register < len(_DWARF_REGS) else f"dwarf{register}"
+    names = arch.DWARF_REGS
+    return names[register] if register < len(names) else f"dwarf{register}"
 
 
 def _uleb(data: bytes, cursor: int) -> tuple[int, int]:
@@ -203,11 +228,24 @@ def cfa_at(pc: int) -> CfaRule | None:
         return None
 
 
+def saves_at(pc: int) -> dict[str, int] | None:
+    """The registers the CFI says are saved at `pc` (gdb name → CFA offset of the slot), or
+    None when there is no CFI for it."""
+    if not symbols.in_kernel_image(pc):
+        return None
+    frames = _kernel_frames()
+    if frames is None:
+        return None
+    try:
+        return frames.row_at(pc)[1]
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
 # -- every rule of a row, for an unwinder (arm64: issue #18) ------------------------------
 class FrameRules(NamedTuple):
-    """The row of the CFI table at a PC: `CFA = DWARF register cfa_register + cfa_offset`,
-    each saved register's slot at CFA + offset (by DWARF number), and whether the return
-    address is signed there (DW_CFA_AARCH64_negate_ra_state toggles it)."""
+    """A CFI row: CFA = DWARF register cfa_register + cfa_offset, each saved register's slot
+    at CFA + offset (by DWARF number), the return address signed (negate_ra_state)."""
     function: int                   # the FDE's start (the frame's code address)
     cfa_register: int
     cfa_offset: int
@@ -247,10 +285,8 @@ def _rows(frames: _Frames, pc: int) -> FrameRules | None:
     code_align, data_align, initial = frames._cie(cie_offset)
     length, = struct.unpack_from("<I", frames.data, offset)
     program = frames.data[offset + 24: offset + 4 + length]
-    state = _row_run(initial, None, code_align, data_align, start, pc)
-    if state is None:
-        return None
-    state = _row_run(program, state, code_align, data_align, start, pc, initial=state)
+    state = _row_run(initial, None, code_align, data_align, start, pc)     # the CIE's rules
+    state = state and _row_run(program, state, code_align, data_align, start, pc, initial=state)
     if state is None or state[0] is None:
         return None
     (register, cfa_offset), saved, signed = state
@@ -260,8 +296,7 @@ def _rows(frames: _Frames, pc: int) -> FrameRules | None:
 def _row_run(program: bytes, state, code_align: int, data_align: int, location: int, pc: int,
              initial=None):
     """_run() for the whole row: ((cfa register, offset) or None, {register: offset}, signed)."""
-    cfa, saved, signed = state if state else (None, {}, False)
-    saved = dict(saved)
+    cfa, saved, signed = (state[0], dict(state[1]), state[2]) if state else (None, {}, False)
     stack: list = []
     cursor = 0
     while cursor < len(program):
@@ -306,8 +341,8 @@ def _row_run(program: bytes, state, code_align: int, data_align: int, location: 
         elif op in (0x06, 0x07, 0x08):      # restore_extended, undefined, same_value
             register, cursor = _uleb(program, cursor)
             saved.pop(register, None)
-        elif op == 0x2D:                                        # AARCH64_negate_ra_state
-            signed = not signed
+        elif op == 0x2D:
+            signed = not signed                                 # AARCH64_negate_ra_state
         elif op != 0x00:            # expressions, register rules: not something we follow
             return None
         if location > pc:

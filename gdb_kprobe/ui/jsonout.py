@@ -263,8 +263,8 @@ def locals_report(report) -> dict:
         "allocated": facts.allocated,
         "frame_size": facts.frame_size,
         "frame_pointer": facts.frame_pointer,
-        "cfa_register": "rbp" if facts.frame_pointer else "rsp",
-        "cfa_offset": 16 if facts.frame_pointer else facts.cfa_from_rsp,
+        "cfa_register": facts.frame_register if facts.frame_pointer else facts.stack_register,
+        "cfa_offset": facts.frame_offset if facts.frame_pointer else facts.cfa_from_rsp,
         "end_offset": facts.end - start if facts.end else None,
     }
     document["frame"] = report.frame_level

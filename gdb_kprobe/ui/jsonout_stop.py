@@ -3,6 +3,7 @@ model objects ui/render_stop.py prints, with ui/jsonout.py's conventions (docs/j
 No gdb calls here, and never colour."""
 from __future__ import annotations
 
+from gdb_kprobe import arch
 from gdb_kprobe.ui.jsonout import head, hexed, instructions, located
 
 __all__ = ["where", "sim_probe", "sim_return"]
@@ -36,7 +37,7 @@ def _registers(values: dict[str, int] | None) -> dict | None:
 def _hit(hit) -> dict:
     executed = hit.executed[0]
     following = executed.address + len(executed.raw)
-    post_ip = hit.post["ip"] if hit.post else None
+    post_ip = hit.post[arch.PT_REGS_PC] if hit.post else None
     return {"number": hit.number, "cpu": hit.cpu, "task": hit.task,
             "pre": _registers(hit.pre), "post": _registers(hit.post),
             "changed": [name for name, value in hit.pre.items()

@@ -2,6 +2,8 @@
 No gdb calls here (ui/render.py has the listings)."""
 from __future__ import annotations
 
+from gdb_kprobe import arch
+
 __all__ = ["sim_intro", "sim_hit", "sim_return_intro", "sim_return_hit", "locals_report",
            "where"]
 
@@ -30,15 +32,15 @@ def sim_hit(hit, address: int) -> str:
     raw = " ".join(f"{b:02x}" for b in executed.raw)
     out.append(f"  executed: {executed.address:#x}: {raw}  {executed.asm}  ({hit.how})")
     next_address = executed.address + len(executed.raw)
-    post_ip = hit.post["ip"] if hit.post else None
+    pc = arch.PT_REGS_PC
+    post_ip = hit.post[pc] if hit.post else None
     if post_ip == next_address:
-        out.append(f"  post ip {post_ip:#x} is the next instruction")
+        out.append(f"  post {pc} {post_ip:#x} is the next instruction")
     elif post_ip is not None:
-        out.append(f"  post ip {post_ip:#x} (the next instruction would be {next_address:#x}: "
+        out.append(f"  post {pc} {post_ip:#x} (the next instruction would be {next_address:#x}: "
                    "a branch, or the kernel ran more than one instruction)")
-    out.append(f"  gdb stopped at {address:#x}; the pre ip is what a kprobe's pre_handler sees "
-               "there: addr + 1, past the int3 (optimized and ftrace-based probes set it so "
-               "too); its post_handler sees the post ip")
+    out.append(f"  gdb stopped at {address:#x}; the pre {pc} is what a kprobe's pre_handler sees "
+               f"there: {arch.PRE_HANDLER_PC_TEXT}; its post_handler sees the post {pc}")
     return "".join(line + "\n" for line in out)
 
 
@@ -72,8 +74,8 @@ def locals_report(report) -> str:
     facts = report.facts
     out = [f"{place} ({place.address:#x}), {report.function_line}"]
     pushes = ", ".join(facts.pushes) or "none"
-    fp = ("yes: CFA = %rbp+0x10" if facts.frame_pointer
-          else f"no: CFA = %rsp{facts.cfa_from_rsp:+#x}")
+    fp = (f"yes: CFA = %{facts.frame_register}{facts.frame_offset:+#x}" if facts.frame_pointer
+          else f"no: CFA = %{facts.stack_register}{facts.cfa_from_rsp:+#x}")
     # no push, frame-pointer mov or sub %rsp at all: a function without a prologue
     end = (f"the prologue ends at +{facts.end - (place.address - place.offset):#x}"
            if facts.end else "the function has no prologue (it pushes and allocates nothing)")

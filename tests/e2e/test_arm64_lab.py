@@ -28,8 +28,7 @@ from qemu.lab import ACCEPT_TRAFFIC
 EVENTS = "/sys/kernel/tracing/kprobe_events"
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema"
 # every command whose answer rests on instruction decoders, the memory map or the unwinder
-SEAM_COMMANDS = ["kp-locals inet_accept",
-                 "kp-sim inet_accept", "kp-kaslr"]
+SEAM_COMMANDS = ["kp-hooks inet_csk_accept"]
 
 
 @pytest.fixture(autouse=True)

@@ -65,10 +65,14 @@ def test_batch_run_that_finishes_exits_zero(session, gdb_binary):
             [gdb_binary, "-batch", *_gdb_args(session), "-ex", "break vfs_statx",
              "-ex", "continue", "-ex", "finish", "-ex", "delete", "-ex", "detach"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-        # the guest stats a file now and then until gdb has hit its breakpoint and left
-        token = session.lab.guest.send("for i in $(seq 100); do stat / > /dev/null; sleep 0.2; done")
+        # the guest stats a file now and then (in the background) until gdb has hit its
+        # breakpoint and left; then the loop is told to stop rather than waited out
+        token = session.lab.guest.send(
+            "rm -f /tmp/kp-stop; (for i in $(seq 100); do [ -e /tmp/kp-stop ] && break; "
+            "stat / > /dev/null; sleep 0.2; done) &")
         output, _ = gdb.communicate(timeout=300)
         session.lab.guest.wait(token, timeout=300)
+        session.lab.guest.run("touch /tmp/kp-stop; wait", timeout=60)
     finally:
         _take_back(session)
     result = subprocess.CompletedProcess(gdb.args, gdb.returncode, output, "")

@@ -96,10 +96,10 @@ def _target(fake_gdb, architecture: str | None):
 def test_unwritten_seam_refuses_in_one_line(fake_gdb):
     from gdb_kprobe.target import guards
     _target(fake_gdb, "aarch64")
-    with pytest.raises(guards.KpError, match=r"^kp-locals: not available on aarch64 yet: .*"
+    with pytest.raises(guards.KpError, match=r"^kp-hooks: not available on aarch64 yet: .*"
                                              r"arm64\.py.*; kp-list( \(without -v\))?, kp-modules"
                                              r"(, kp-[a-z]+)* and kp-[a-z]+ work there$"):
-        guards.require_arch_seam("kp-locals")
+        guards.require_arch_seam("kp-hooks")
     assert guards.arch_seam_fits()          # bt: the unwinder is written for arm64 (issue #18)
     _target(fake_gdb, "i386:x86-64")
     guards.require_arch_seam("kp-locals")
@@ -117,8 +117,8 @@ def test_the_seam_is_chosen_at_run_time(fake_gdb):
     assert arch.strip_pac is arm64.strip_pac
     with pytest.raises(arch.Unwritten, match=r"^not available on aarch64 yet: the aarch64 part "
                                              r"of gdb_kprobe/arch/ is only started \(arm64\.py "
-                                             r"\(no KASLR_ALIGN\)\): .*yet$"):
-        arch.KASLR_ALIGN
+                                             r"\(no START_KERNEL_MAP\)\): .*yet$"):
+        arch.START_KERNEL_MAP
     assert isinstance(arch.Unwritten("x"), arch.KpError)
     assert not hasattr(arch, "ENDBR64")
     with pytest.raises(AttributeError) as raised:

@@ -73,7 +73,7 @@ def test_pt_regs_values_read_regs_array():
 def test_the_engine_hooks_exist_in_both_architectures():
     hooks = {"ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START",
              "TRAP_PC_ADVANCE", "PT_REGS_PC", "PT_REGS_SP", "UNWIND_REGS",
-             "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER", "DWARF_REGISTERS",
+             "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER", "DWARF_REGS",
              "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits",
              "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING"}
     assert hooks <= set(arm64.__all__) and hooks <= set(x86_64.__all__)

@@ -51,3 +51,13 @@ def test_update_keeps_the_ellipsis_where_it_was():
     assert tutorial.updated(["h", "...", "t"], ["1", "2", "3", "4"]) == ["1", "...", "4"]
     assert tutorial.updated(["h", "..."], ["1", "2", "3"]) == ["1", "..."]
     assert tutorial.updated(["a"], ["1", "2"]) == ["1", "2"]
+
+
+def test_untagged_steps_run_on_x86_kernels_only():
+    """The lecture's untagged steps are x86-64's; the arm64 appendix's name their kernel."""
+    untagged, arm64 = tutorial.parse("```console gdb\n(gdb) kp-list\n```\n\n"
+                                     "```console gdb kernel=6.1-arm64\n(gdb) kp-kaslr\n```\n")
+    assert [untagged.applies(k) for k in ("6.1", "6.12", "6.1-fp", "6.1-arm64")] == \
+        [True, True, True, False]
+    assert arm64.applies("6.1-arm64") and not arm64.applies("6.1")
+    assert arm64.source == "6.1-arm64"
