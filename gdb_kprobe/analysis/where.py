@@ -7,17 +7,15 @@ import dataclasses
 
 import gdb
 
+from gdb_kprobe import arch
 from gdb_kprobe.kernel import anatomy, kprobes, percpu
 from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 from gdb_kprobe.kernel.runtime_code import runtime_code_symbol
 from gdb_kprobe.target import context, frame_labels, layouts, memory
 
-__all__ = ["Where", "WhereFrame", "where", "STAGES"]
+__all__ = ["Where", "WhereFrame", "where"]
 
-STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
-          "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",
-          "rethook_trampoline_handler": "kretprobe return handler",
-          "arch_rethook_trampoline_callback": "kretprobe return handler"}
+# the stages of kprobe handling by function name are the arch seam's (arch.KPROBE_STAGES)
 
 
 @dataclasses.dataclass
@@ -49,6 +47,19 @@ class Where:
         return bool(self.current) or self.stage.startswith("kretprobe")
 
 
+def _entry_probe_name(frame: gdb.Frame, label: str | None,
+                      symbolizer: Symbolizer) -> str | None:
+    """A probe at a function's first instruction (arm64's BRK leaves regs->pc there): gdb
+    names a frame that is not the newest from pc - 1, the function before, and makes frames
+    for its inlined helpers. The function's name ("" for such an inline frame), or None."""
+    if not label or not label.startswith("[probed"):
+        return None
+    found = symbolizer.lookup(int(frame.pc()))
+    if not found or found.offset:
+        return None
+    return "" if frame.type() == gdb.INLINE_FRAME else found.symbol
+
+
 def where() -> Where:
     """Where the selected CPU is: the probe it handles, the stage, the frames that tell."""
     cpu = context.current_cpu()
@@ -72,27 +83,34 @@ def where() -> Where:
             handlers.update({probe.pre_handler, probe.post_handler})
     frames: list[WhereFrame] = []
     stage = "not in kprobe handling" if not current else f"handling ({status})"
+    stages = arch.KPROBE_STAGES
     frame = gdb.newest_frame()
     level = 0
     while frame is not None and level < 64:
         function = frame.function()
         name = function.name if function else None
+        label = frame_labels.get(frame_labels.key_of(frame))
+        entry = _entry_probe_name(frame, label, symbolizer)
+        if entry is not None:          # "": pc - 1's inlined helpers, left out
+            name, function = entry, None
         if name is None:               # asm code (asm_exc_int3): ELF symbols; code made at
             found = symbolizer.lookup(int(frame.pc()))      # run time: kallsyms' name
             name = found.symbol if found else runtime_code_symbol(int(frame.pc()))
         start = int(function.value().address) if function else None
-        label = frame_labels.get(frame_labels.key_of(frame))
-        if label:
+        if label and entry != "":
             frames.append(WhereFrame(level, name, "unwound", label))
-        elif name in STAGES:
-            frames.append(WhereFrame(level, name, "stage", STAGES[name]))
+        elif name in stages:
+            frames.append(WhereFrame(level, name, "stage", stages[name]))
         elif start in handlers and start:
             frames.append(WhereFrame(level, name, "handler", "a handler of this probe"))
-        if name in STAGES and STAGES[name].startswith("kretprobe"):
-            stage = "kretprobe return handler (rethook)"
+        if name in stages and stages[name].startswith("kretprobe"):
+            machinery = "rethook" if "rethook" in name else "kretprobe_instance"
+            stage = f"kretprobe return handler ({machinery})"
         frame = frame.older()
         level += 1
-    if current:
+    # arm64's kretprobe return handler (no rethook) runs with current_kprobe set to the
+    # kretprobe's and kprobe_status left from the last probe: the frames tell
+    if current and not stage.startswith("kretprobe"):
         if status == "KPROBE_HIT_SS":
             stage = "single-stepping the copied instruction"
         elif any("post-handler" in shown.note for shown in frames) or status == "KPROBE_HIT_SSDONE":

@@ -343,3 +343,8 @@ def simulated_branch(raw: bytes) -> str | None:
 
 # checked on the guest by tests/e2e/test_arm64_locals.py
 COMMANDS = COMMANDS + ("kp-locals", "kp-sim")
+# --- unwinder (a64bt) --- entry paths, PAC stripping, pt_regs: arm64_unwind.py (module size)
+from gdb_kprobe.arch.arm64_unwind import *  # noqa: E402,F401,F403
+from gdb_kprobe.arch.arm64_unwind import __all__ as _UNWINDER  # noqa: E402
+__all__ += _UNWINDER
+COMMANDS = COMMANDS + ("bt", "kp-where")      # checked by tests/e2e/test_arm64_unwind.py

@@ -23,6 +23,10 @@ __all__ = [
     "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS",
     "frame_facts", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
     "simulated_branch",
+    "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
+    "PT_REGS_SP", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER",
+    "KPROBE_STAGES", "saved_in_kernel", "code_address", "address_bits",
+    "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
 ]
 
 NAME = "i386:x86-64"                       # gdb's architecture name
@@ -255,3 +259,50 @@ def simulated_branch(raw: bytes) -> str | None:
     """None: kp-sim's post view behind x86's int3 is the next instruction (as it always was);
     arm64's answers why there is none behind a simulated branch."""
     return None
+
+
+# -- the unwinder's entry paths (engine/unwind.py, engine/code_map.py) -------------------
+# entry code in the kernel image whose calls into C leave a pt_regs at %rsp: by name, or
+# by name prefix (ftrace_regs_caller_op_ptr, _ret, _jmp, _end are inside ftrace_regs_caller)
+ENTRY_SYMBOLS = {"asm_exc_int3": "int3"}
+ENTRY_PREFIXES = {"ftrace_regs_caller": "ftrace"}
+# C functions that code allocated at run time (ftrace trampolines, optprobe detour
+# buffers) calls with a pt_regs at %rsp
+ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
+                 "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
+CODE_SPACE_START = START_KERNEL_MAP       # the image, then modules and run-time code above
+TRAP_PC_ADVANCE = INT3_INSN_SIZE          # regs->ip is past the int3 while handlers run
+PT_REGS_SP = "sp"
+# gdb's own DWARF unwinder gives the right callers: the plugin's unwinder leaves ordinary
+# frames to it (arm64's return addresses are signed: arch/arm64.py)
+SIGNED_RETURN_ADDRESSES = False
+RETURN_ADDRESS_REGISTER = "rip"
+# kprobe handling's stages by function, for kp-where
+KPROBE_STAGES = {"kprobe_int3_handler": "int3 entry", "optimized_callback": "optprobe entry",
+                 "kprobe_ftrace_handler": "ftrace entry", "kprobe_post_process": "post-handler",
+                 "rethook_trampoline_handler": "kretprobe return handler",
+                 "arch_rethook_trampoline_callback": "kretprobe return handler"}
+
+
+def saved_in_kernel(regs) -> bool:
+    """Was this pt_regs (a layouts.View) saved from kernel code at a canonical ip?"""
+    return regs.int("cs") == KERNEL_CS and is_canonical(regs.int("ip"))
+
+
+ENTRY_PADDING = 0    # the FDE covers the fentry call
+FRAME_POINTER_REGISTER = "rbp"
+
+
+def pt_regs_values(regs) -> dict[str, int]:
+    """UNWIND_REGS' values from a pt_regs (a layouts.View)."""
+    return {name: regs.int(name) for name in UNWIND_REGS}
+
+
+def address_bits(info: dict[str, str]) -> int:
+    """No pointer authentication: every bit of a return address is address."""
+    return 64
+
+
+def code_address(raw: int, va_bits: int = 64) -> int:
+    """A return address as the CPU would branch to it (nothing to strip on x86-64)."""
+    return raw

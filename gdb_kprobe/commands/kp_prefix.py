@@ -26,7 +26,8 @@ kp-list, kp-show, kp-locals and kp-check take --json (schemas: docs/json.md).
 Settings: set kp-color on|off|auto, set kp-unwind on|off, set kp-debug on|off,
 set kp-read-block auto|N.
 
-Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines
+Also, without a command: `bt` sees through int3, optprobe, ftrace and rethook trampolines,
+on arm64 through the brk entry, PAC-signed return addresses and the kretprobe trampoline
 (set kp-unwind off to compare), and `finish` follows the task when it moves to another CPU.
 
 Each command has `help <command>` and `<command> --help`; `kp list` is `kp-list`, and so on."""

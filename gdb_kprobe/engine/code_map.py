@@ -19,14 +19,10 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import cache, memory, symbols
 
-__all__ = ["ENTRY_CALLEES", "CodeMap", "kernel_code", "outside_entry_kind"]
+__all__ = ["CodeMap", "kernel_code", "outside_entry_kind"]
 
-ENTRY_CALLEES = {"exc_int3": "int3", "optimized_callback": "optprobe",
-                 "kprobe_ftrace_handler": "ftrace", "arch_ftrace_ops_list_func": "ftrace"}
-# entry code in the kernel image whose calls into C leave a pt_regs at %rsp: by name, or
-# by name prefix (ftrace_regs_caller_op_ptr, _ret, _jmp, _end are inside ftrace_regs_caller)
-ENTRY_SYMBOLS = {"asm_exc_int3": "int3"}
-ENTRY_PREFIXES = {"ftrace_regs_caller": "ftrace"}
+# The entry code by name (arch.ENTRY_SYMBOLS, arch.ENTRY_PREFIXES) and the C functions run-time
+# code calls with a pt_regs (arch.ENTRY_CALLEES) are the arch seam's.
 # kernel/trace/rethook.c (v5.18, 54ecbe6f1ed5); kretprobe_trampoline before it
 TRAMPOLINES = ("arch_rethook_trampoline", "__kretprobe_trampoline", "kretprobe_trampoline")
 
@@ -42,10 +38,12 @@ class CodeMap:
         end = table.address_of("_end") or (table.addresses[-1] if table.addresses else 0)
         self.image = (start, end)
         ranges = []
+        entry_symbols, entry_prefixes = arch.ENTRY_SYMBOLS, arch.ENTRY_PREFIXES
+        prefixes = tuple(entry_prefixes)
         for index, name in enumerate(table.names):
-            kind = ENTRY_SYMBOLS.get(name)
-            if kind is None and name.startswith(tuple(ENTRY_PREFIXES)):
-                kind = next(k for p, k in ENTRY_PREFIXES.items() if name.startswith(p))
+            kind = entry_symbols.get(name)
+            if kind is None and prefixes and name.startswith(prefixes):
+                kind = next(k for p, k in entry_prefixes.items() if name.startswith(p))
             if kind is None:
                 continue
             start = table.addresses[index]
@@ -89,7 +87,7 @@ def kernel_code() -> CodeMap:
 def outside_entry_kind(pc: int) -> str | None:
     """Is pc, outside the kernel image, the return address of an entry path's call into
     C code (an ftrace trampoline or optprobe detour buffer, allocated at run time)?"""
-    if pc < arch.START_KERNEL_MAP:
+    if pc < arch.CODE_SPACE_START or not arch.ENTRY_CALLEES:
         return None                             # user space, or the end of the stack (0)
     if pc in _outside_kinds:
         return _outside_kinds[pc]
@@ -102,7 +100,7 @@ def outside_entry_kind(pc: int) -> str | None:
         if before[:1] == bytes([arch.CALL32]):
             callee = arch.u64(pc + struct.unpack("<i", before[1:])[0])
             name = symbols.kernel().lookup(callee)
-            kind = ENTRY_CALLEES.get(name[0]) if name and name[1] == 0 else None
+            kind = arch.ENTRY_CALLEES.get(name[0]) if name and name[1] == 0 else None
     _outside_kinds[pc] = kind
     return kind
 

@@ -48,7 +48,7 @@ def _unnamed_kernel_frame(limit: int = 256) -> bool:
         for _ in range(limit):
             if frame is None:
                 return False
-            if int(frame.pc()) >= arch.START_KERNEL_MAP and frame.name() is None:
+            if int(frame.pc()) >= arch.CODE_SPACE_START and frame.name() is None:
                 return True
             frame = frame.older()
     except gdb.error:
@@ -56,13 +56,38 @@ def _unnamed_kernel_frame(limit: int = 256) -> bool:
     return False
 
 
+def _entry_probe_name(frame: gdb.Frame, label: str | None) -> str | None:
+    """The function a probed frame stopped at the very start of (arm64: a BRK at a function's
+    first instruction leaves regs->pc there, where x86's int3 leaves it past the site): gdb
+    names a frame that is not the newest from pc - 1, the function before it, and makes
+    frames for what is inlined at that end. None when gdb's name is right."""
+    if not label or not label.startswith("[probed"):
+        return None
+    found = Symbolizer().lookup(int(frame.pc()))
+    return found.symbol if found and found.offset == 0 else None
+
+
 class _Marked(FrameDecorator):
-    def __init__(self, base, label: str | None) -> None:
+    def __init__(self, base, label: str | None, name: str | None = None) -> None:
         super().__init__(base)
         self._label = label
+        self._name = name
+
+    # gdb would give the arguments, file and line of the function before (pc - 1's)
+    def frame_args(self):
+        return None if self._name else super().frame_args()
+
+    def filename(self):
+        return None if self._name else super().filename()
+
+    def line(self):
+        return None if self._name else super().line()
+
+    def address(self):
+        return self.inferior_frame().pc() if self._name else super().address()
 
     def function(self):
-        name = super().function()
+        name = self._name or super().function()
         if isinstance(name, int) or not name or name in ("??", "???"):
             # asm code has no DWARF function: name it from the ELF symbols, as bt does
             name = code_name(self.inferior_frame().pc())
@@ -98,7 +123,12 @@ class KprobeFrameFilter:
 
     def filter(self, frames):
         for decorator in frames:
-            yield _Marked(decorator, label_of(decorator.inferior_frame()))
+            frame = decorator.inferior_frame()
+            label = label_of(frame)
+            name = _entry_probe_name(frame, label)
+            if name and frame.type() == gdb.INLINE_FRAME:
+                continue               # pc - 1's inlined helpers, not the probed function's
+            yield _Marked(decorator, label, name)
 
 
 _filter: KprobeFrameFilter | None = None

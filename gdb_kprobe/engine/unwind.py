@@ -35,7 +35,8 @@ import gdb
 import gdb.unwinder
 
 from gdb_kprobe import arch, options
-from gdb_kprobe.engine import code_map
+from gdb_kprobe.engine import code_map, unwind_cfi
+from gdb_kprobe.engine.unwind_cfi import FrameId, value as _value
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import kprobes, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
@@ -43,14 +44,6 @@ from gdb_kprobe.target import cache, context, frame_labels, guards, layouts, mem
 
 __all__ = ["KprobeUnwinder", "register", "set_enabled", "enabled", "settle", "rebuild_if_met",
            "fits"]
-
-
-class FrameId:
-    """gdb 13 wants gdb.Value attributes (gdb 14+ also has gdb.unwinder.FrameId)."""
-
-    def __init__(self, pending, sp: int, pc: int) -> None:
-        self.sp = _value(pending, "rsp", sp)
-        self.pc = _value(pending, "rip", pc)
 
 
 _MASK = arch.ADDRESS_MASK
@@ -69,6 +62,7 @@ _state = {"rebuild": False}
 
 def _forget_stop() -> None:
     _hijacked.clear()
+    unwind_cfi.stopped_at.clear()
     _state["rebuild"] = False
 
 
@@ -81,9 +75,9 @@ def _pt_regs(address: int) -> dict[str, int] | None:
         view = layout.view(memory.read(address, layout.size), address)
     except KpError:
         return None
-    if view.int("cs") != arch.KERNEL_CS or not arch.is_canonical(view.int("ip")):
+    if not arch.saved_in_kernel(view):
         return None
-    return {name: view.int(name) for name in arch.UNWIND_REGS}
+    return arch.pt_regs_values(view)
 
 
 @cache.cache_until("cont", "memory_changed", "objfile")
@@ -98,6 +92,7 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         super().__init__("gdb-kprobe")
         self._architecture = None      # the last frame's gdb.Architecture ...
         self._pc_register = None       # ... and how to read its PC (None: not ours)
+        self._own_cfi = False          # unwind ordinary kernel frames too (signed returns)
 
     def __call__(self, pending):
         # gdb calls this for every frame it builds, at every stop (stepi builds two or
@@ -113,7 +108,9 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
             codes = code_map.kernel_code()
             if (codes.image[0] <= pc < codes.image[1] and not _hijacked
                     and pc != codes.trampoline and not codes.entry_kind(pc)):
-                return None            # an ordinary frame: nothing read, nothing looked up
+                # an ordinary frame: nothing read, nothing looked up (gdb's unwinder does
+                # it), unless gdb cannot strip signed return addresses (arm64)
+                return unwind_cfi.unwind(pending, pc, codes) if self._own_cfi else None
             return self._unwind(pending, pc, codes)
         except (KpError, gdb.error, gdb.MemoryError, ValueError, KeyError) as exc:
             if options.current.debug:
@@ -125,7 +122,9 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         descriptor does it read their PC (gdb 12+: no lookup by name per frame)?"""
         self._architecture = architecture
         self._pc_register = None
+        self._own_cfi = False
         if fits(architecture.name()):
+            self._own_cfi = arch.SIGNED_RETURN_ADDRESSES
             registers = getattr(architecture, "registers", None)
             found = registers().find(arch.PROGRAM_COUNTER) if registers else None
             self._pc_register = found if found is not None else arch.PROGRAM_COUNTER
@@ -134,34 +133,29 @@ class KprobeUnwinder(gdb.unwinder.Unwinder):
         if codes.image[0] <= pc < codes.image[1]:
             kind = codes.entry_kind(pc)
             if kind is not None:
-                return self._from_pt_regs(pending, pc, _reg(pending, "rsp"), kind)
+                return self._from_pt_regs(pending, pc, _reg(pending, arch.STACK_POINTER), kind)
             if pc == codes.trampoline:
-                return self._from_trampoline(pending, pc, _reg(pending, "rsp"))
+                return self._from_trampoline(pending, pc, _reg(pending, arch.STACK_POINTER))
             if not _hijacked:
                 return None
-            return self._from_rethook(pending, pc, _reg(pending, "rsp"))
+            return self._from_rethook(pending, pc, _reg(pending, arch.STACK_POINTER))
         kind = code_map.outside_entry_kind(pc)
         if kind is not None:
-            return self._from_pt_regs(pending, pc, _reg(pending, "rsp"), kind)
+            return self._from_pt_regs(pending, pc, _reg(pending, arch.STACK_POINTER), kind)
         if _hijacked:
-            return self._from_rethook(pending, pc, _reg(pending, "rsp"))
+            return self._from_rethook(pending, pc, _reg(pending, arch.STACK_POINTER))
         return None
 
     def _from_pt_regs(self, pending, pc: int, sp: int, kind: str):
         regs = _pt_regs(sp)
         if regs is None:
             return None
-        probed = regs["ip"]
-        if probed - 1 in _probe_addresses():
-            probed -= 1                # handlers run with regs->ip just past the int3
         info = pending.create_unwind_info(FrameId(pending, sp, pc))
-        # rip is regs->ip as the kernel has it (addr+1 while handlers run): gdb looks up
-        # an outer frame's unwind rules at pc-1, which is then the probed instruction.
+        # the pc is regs->ip as the kernel has it (x86: addr+1 while handlers run)
         for name, register in arch.UNWIND_REGS.items():
             info.add_saved_register(register, _value(pending, register, regs[name]))
-        where = Symbolizer().lookup(probed)
-        frame_labels.put(sp, pc, f"<kprobe: {kind} on {where or hex(probed)}>")
-        frame_labels.put(regs["sp"], regs["ip"], f"[probed at {where or hex(probed)}]")
+        unwind_cfi.label_entry(sp, pc, kind, regs, _probe_addresses(),
+                               code_map.kernel_code().trampoline)
         return info
 
     def _from_trampoline(self, pending, pc: int, sp: int):
@@ -204,10 +198,6 @@ def _caller_is(pending, frame_id: FrameId, ret_addr: int, sp: int, saved: dict[s
     for register, value in saved.items():
         info.add_saved_register(register, _value(pending, register, value))
     return info
-
-
-def _value(pending, register: str, value: int) -> gdb.Value:
-    return gdb.Value(value).cast(pending.read_register(register).type)
 
 
 def _function_start(pc: int) -> int:

@@ -73,6 +73,13 @@ def _variable(name: str) -> int | None:
 
 
 @cache.cache_until("objfile", "exited", "relocate")
+def vmcoreinfo() -> dict[str, str]:
+    """The kernel's vmcoreinfo, read once per symbol file and target (the unwinder asks it
+    for the address bits the PAC of a return address sits above)."""
+    return _vmcoreinfo()
+
+
+@cache.cache_until("objfile", "exited", "relocate")
 def memory_map() -> MemoryMap:
     """The regions as this kernel set them up: the arch seam's rules (arch.memory_map) on
     the kernel's vmcoreinfo and its layout variables."""

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from gdb_kprobe import arch
 from gdb_kprobe.target import cache, symbols
 
-__all__ = ["CfaRule", "cfa_at", "saves_at"]
+__all__ = ["CfaRule", "cfa_at", "saves_at", "FrameRules", "frame_rules_at"]
 
 
 class CfaRule(NamedTuple):
@@ -240,3 +240,111 @@ def saves_at(pc: int) -> dict[str, int] | None:
         return frames.row_at(pc)[1]
     except (IndexError, ValueError, struct.error):
         return None
+
+
+# -- every rule of a row, for an unwinder (arm64: issue #18) ------------------------------
+class FrameRules(NamedTuple):
+    """A CFI row: CFA = DWARF register cfa_register + cfa_offset, each saved register's slot
+    at CFA + offset (by DWARF number), the return address signed (negate_ra_state)."""
+    function: int                   # the FDE's start (the frame's code address)
+    cfa_register: int
+    cfa_offset: int
+    saved: dict[int, int]
+    ra_signed: bool
+
+
+def frame_rules_at(pc: int, entry_padding: int = 0,
+                   stack_pointer: int = -1) -> FrameRules | None:
+    """The whole row at `pc` in the kernel image, or None (no FDE, a CFA or register rule
+    given by an expression, an opcode we do not know). A pc in the `entry_padding` bytes
+    before an FDE (arm64's patchable-entry nops, which the FDE leaves out) has the entry
+    state: CFA = the DWARF register `stack_pointer`, nothing saved."""
+    if not symbols.in_kernel_image(pc):
+        return None
+    frames = _kernel_frames()
+    if frames is None:
+        return None
+    try:
+        found = _rows(frames, pc - frames.bias)
+        if found is None and entry_padding:
+            following = bisect.bisect_right(frames.starts, pc - frames.bias)
+            if (following < len(frames.starts)
+                    and frames.starts[following] - (pc - frames.bias) <= entry_padding):
+                return FrameRules(frames.starts[following] + frames.bias, stack_pointer, 0, {},
+                                  False)
+        return found
+    except (IndexError, ValueError, struct.error):      # damaged CFI: as if there were none
+        return None
+
+
+def _rows(frames: _Frames, pc: int) -> FrameRules | None:
+    index = bisect.bisect_right(frames.starts, pc) - 1
+    if index < 0 or not frames.fdes[index][0] <= pc < frames.fdes[index][1]:
+        return None
+    start, _end, offset, cie_offset = frames.fdes[index]
+    code_align, data_align, initial = frames._cie(cie_offset)
+    length, = struct.unpack_from("<I", frames.data, offset)
+    program = frames.data[offset + 24: offset + 4 + length]
+    state = _row_run(initial, None, code_align, data_align, start, pc)     # the CIE's rules
+    state = state and _row_run(program, state, code_align, data_align, start, pc, initial=state)
+    if state is None or state[0] is None:
+        return None
+    (register, cfa_offset), saved, signed = state
+    return FrameRules(start + frames.bias, register, cfa_offset, saved, signed)
+
+
+def _row_run(program: bytes, state, code_align: int, data_align: int, location: int, pc: int,
+             initial=None):
+    """_run() for the whole row: ((cfa register, offset) or None, {register: offset}, signed)."""
+    cfa, saved, signed = (state[0], dict(state[1]), state[2]) if state else (None, {}, False)
+    stack: list = []
+    cursor = 0
+    while cursor < len(program):
+        op = program[cursor]
+        cursor += 1
+        high, low = op & 0xC0, op & 0x3F
+        if high == 0x40:                                        # advance_loc
+            location += low * code_align
+        elif high == 0x80:                                      # offset
+            value, cursor = _uleb(program, cursor)
+            saved[low] = value * data_align
+        elif high == 0xC0:                                      # restore
+            saved.pop(low, None)
+            if initial and low in initial[1]:
+                saved[low] = initial[1][low]
+        elif op in (0x02, 0x03, 0x04):
+            size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
+            location += int.from_bytes(program[cursor: cursor + size], "little") * code_align
+            cursor += size
+        elif op == 0x01:
+            location = struct.unpack_from("<Q", program, cursor)[0]
+            cursor += 8
+        elif op == 0x0A:                                        # remember_state
+            stack.append((cfa, dict(saved), signed))
+        elif op == 0x0B:                                        # restore_state
+            if stack:
+                cfa, saved, signed = stack.pop()
+        elif op in (0x0C, 0x12):
+            register, cursor = _uleb(program, cursor)
+            value, cursor = (_uleb if op == 0x0C else _sleb)(program, cursor)
+            cfa = (register, value * (1 if op == 0x0C else data_align))
+        elif op == 0x0D:
+            register, cursor = _uleb(program, cursor)
+            cfa = (register, cfa[1] if cfa else 0)
+        elif op in (0x0E, 0x13):
+            value, cursor = (_uleb if op == 0x0E else _sleb)(program, cursor)
+            cfa = (cfa[0], value * (1 if op == 0x0E else data_align)) if cfa else None
+        elif op in (0x05, 0x11):                                # offset_extended(_sf)
+            register, cursor = _uleb(program, cursor)
+            value, cursor = (_uleb if op == 0x05 else _sleb)(program, cursor)
+            saved[register] = value * data_align
+        elif op in (0x06, 0x07, 0x08):      # restore_extended, undefined, same_value
+            register, cursor = _uleb(program, cursor)
+            saved.pop(register, None)
+        elif op == 0x2D:
+            signed = not signed                                 # AARCH64_negate_ra_state
+        elif op != 0x00:            # expressions, register rules: not something we follow
+            return None
+        if location > pc:
+            break
+    return cfa, saved, signed

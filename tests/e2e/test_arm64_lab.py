@@ -28,7 +28,7 @@ from qemu.lab import ACCEPT_TRAFFIC
 EVENTS = "/sys/kernel/tracing/kprobe_events"
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema"
 # every command whose answer rests on instruction decoders, the memory map or the unwinder
-SEAM_COMMANDS = ["kp-where"]
+SEAM_COMMANDS = ["kp-hooks inet_csk_accept"]
 
 
 @pytest.fixture(autouse=True)
@@ -73,24 +73,7 @@ def test_unwritten_seam_refuses_in_one_line(session, command):
     assert out.startswith(f"{name}: not available on aarch64 yet: ") and "\n" not in out, out
 
 
-def test_bt_in_a_module_pre_handler_is_gdbs(session):
-    """The unwinder and the frame filter stand aside on aarch64: bt is gdb's own, with no
-    Python error (frame_labels once read %rsp there)."""
-    session.stop()
-    assert "Breakpoint" in session.gdb.execute("break handler_pre")
-    session.resume()
-    token = session.lab.guest.send(ACCEPT_TRAFFIC)
-    try:
-        session.gdb.wait_prompt(timeout=120)
-        session.running = False
-        bt = session.gdb.execute("bt 4")
-        assert "Python Exception" not in bt and "Traceback" not in bt, bt
-        assert re.search(r"^#0\s+(0x[0-9a-f]+ in )?handler_pre ", bt, re.M), bt
-    finally:
-        session.stop()
-        session.gdb.execute("delete")
-        session.resume()
-        session.lab.guest.wait(token)
+# bt and kp-where: tests/e2e/test_arm64_unwind.py
 
 
 def _thread_at_el0(session) -> int | None:

@@ -100,7 +100,7 @@ def test_unwritten_seam_refuses_in_one_line(fake_gdb):
                                              r"arm64\.py.*; kp-list( \(without -v\))?, kp-modules"
                                              r"(, kp-[a-z]+)* and kp-[a-z]+ work there$"):
         guards.require_arch_seam("kp-hooks")
-    assert not guards.arch_seam_fits()
+    assert guards.arch_seam_fits()          # bt: the unwinder is written for arm64 (issue #18)
     _target(fake_gdb, "i386:x86-64")
     guards.require_arch_seam("kp-locals")
     assert guards.arch_seam_fits()
