@@ -73,10 +73,7 @@ class _Frames:
         code_align, data_align, initial = self._cie(cie_offset)
         length, = struct.unpack_from("<I", self.data, offset)
         program = self.data[offset + 24: offset + 4 + length]
-        saves: dict[str, int] = {}
-        rule = _run(initial, None, code_align, data_align, start, pc, saves)
-        rule = _run(program, rule, code_align, data_align, start, pc, saves)
-        return rule, (saves if rule is not None else None)
+        return _facts(initial, program, code_align, data_align, start, pc)
 
     def _cie(self, offset: int) -> tuple[int, int, bytes]:
         if offset not in self._cies:
@@ -97,75 +94,17 @@ class _Frames:
         return self._cies[offset]
 
 
-def _run(program: bytes, rule: CfaRule | None, code_align: int, data_align: int,
-         location: int, pc: int, saves: dict[str, int] | None = None) -> CfaRule | None:
-    """Execute CFA instructions from `location` until the row that covers `pc`; `saves`
-    (updated in place) keeps each saved register's CFA offset (DW_CFA_offset)."""
-    saves = {} if saves is None else saves
-    stack: list[tuple[CfaRule | None, dict[str, int]]] = []
-    cursor = 0
-    while cursor < len(program):
-        op = program[cursor]
-        cursor += 1
-        high, low = op & 0xC0, op & 0x3F
-        if high == 0x40:                                        # advance_loc
-            location += low * code_align
-        elif high in (0x80, 0xC0) or op in (0x05, 0x06, 0x07, 0x08, 0x11, 0x2D):
-            cursor = _register_rule(op, program, cursor, data_align, saves)
-        elif op in (0x02, 0x03, 0x04):                          # advance_loc1/2/4
-            size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
-            location += int.from_bytes(program[cursor: cursor + size], "little") * code_align
-            cursor += size
-        elif op == 0x01:                                        # set_loc
-            location = struct.unpack_from("<Q", program, cursor)[0]
-            cursor += 8
-        elif op == 0x0A:
-            stack.append((rule, dict(saves)))
-        elif op == 0x0B and stack:
-            rule, kept = stack.pop()
-            saves.clear()
-            saves.update(kept)
-        elif op in (0x0C, 0x12):                                # def_cfa, def_cfa_sf
-            register, cursor = _uleb(program, cursor)
-            offset, cursor = (_uleb if op == 0x0C else _sleb)(program, cursor)
-            rule = CfaRule(_name(register), offset * (1 if op == 0x0C else data_align))
-        elif op == 0x0D:                                        # def_cfa_register
-            register, cursor = _uleb(program, cursor)
-            rule = CfaRule(_name(register), rule.offset if rule else 0)
-        elif op in (0x0E, 0x13):                                # def_cfa_offset(_sf)
-            offset, cursor = (_uleb if op == 0x0E else _sleb)(program, cursor)
-            offset *= 1 if op == 0x0E else data_align
-            rule = CfaRule(rule.register, offset) if rule else None
-        elif op == 0x0F:                                        # def_cfa_expression
-            size, cursor = _uleb(program, cursor)
-            cursor += size
-            rule = None
-        else:
-            cursor = _skip_operands(op, program, cursor)
-            if cursor is None:                                  # an opcode we do not know
-                return None
-        if location > pc:
-            break
-    return rule
-
-
-def _register_rule(op: int, program: bytes, cursor: int, data_align: int,
-                   saves: dict[str, int]) -> int:
-    """A register's save slot (DW_CFA_offset*) or its restore, kept in `saves`."""
-    high, low = op & 0xC0, op & 0x3F
-    if high == 0x80:                                            # offset: a register's slot
-        factored, cursor = _uleb(program, cursor)
-        saves[_name(low)] = factored * data_align
-    elif high == 0xC0:                                          # restore
-        saves.pop(_name(low), None)
-    elif op in (0x05, 0x11):                                    # offset_extended(_sf)
-        register, cursor = _uleb(program, cursor)
-        factored, cursor = (_uleb if op == 0x05 else _sleb)(program, cursor)
-        saves[_name(register)] = factored * data_align
-    elif op in (0x06, 0x07, 0x08):                              # restore, undefined, same
-        register, cursor = _uleb(program, cursor)
-        saves.pop(_name(register), None)
-    return cursor                       # 0x2D: AArch64 negate_ra_state (paciasp), no operands
+def _facts(initial: bytes, program: bytes, code_align: int, data_align: int, start: int,
+           pc: int) -> tuple[CfaRule | None, dict[str, int] | None]:
+    """The CIE's `initial` then the FDE's `program` up to `pc`, leniently (kp-locals): the
+    CFA rule and the saved registers by gdb name, or (None, None)."""
+    row = _execute(initial, None, code_align, data_align, start, pc, strict=False)
+    row = row and _execute(program, row, code_align, data_align, start, pc, initial=row,
+                           strict=False)
+    if row is None or row[0] is None:
+        return None, None
+    (register, offset), saved, _signed = row
+    return CfaRule(_name(register), offset), {_name(n): slot for n, slot in saved.items()}
 
 
 def _skip_operands(op: int, program: bytes, cursor: int) -> int | None:
@@ -177,6 +116,7 @@ def _skip_operands(op: int, program: bytes, cursor: int) -> int | None:
         return _uleb(program, _uleb(program, cursor)[1])[1]
     if op in (0x10, 0x16):                                      # register, block
         cursor = _uleb(program, cursor)[1]
+    if op in (0x0F, 0x10, 0x16):                                # (register,) block
         size, cursor = _uleb(program, cursor)
         return cursor + size
     return None
@@ -285,17 +225,19 @@ def _rows(frames: _Frames, pc: int) -> FrameRules | None:
     code_align, data_align, initial = frames._cie(cie_offset)
     length, = struct.unpack_from("<I", frames.data, offset)
     program = frames.data[offset + 24: offset + 4 + length]
-    state = _row_run(initial, None, code_align, data_align, start, pc)     # the CIE's rules
-    state = state and _row_run(program, state, code_align, data_align, start, pc, initial=state)
+    state = _execute(initial, None, code_align, data_align, start, pc)     # the CIE's rules
+    state = state and _execute(program, state, code_align, data_align, start, pc, initial=state)
     if state is None or state[0] is None:
         return None
     (register, cfa_offset), saved, signed = state
     return FrameRules(start + frames.bias, register, cfa_offset, saved, signed)
 
 
-def _row_run(program: bytes, state, code_align: int, data_align: int, location: int, pc: int,
-             initial=None):
-    """_run() for the whole row: ((cfa register, offset) or None, {register: offset}, signed)."""
+def _execute(program: bytes, state, code_align: int, data_align: int, location: int, pc: int,
+             initial=None, strict: bool = True):
+    """The row covering `pc`: ((CFA register, offset) or None, {DWARF register: slot's CFA
+    offset}, RA signed), from `state` (an FDE's: the CIE's row, `initial`). A rule we do not
+    follow: None when `strict` (an unwinder), else skipped (an expression CFA: None)."""
     cfa, saved, signed = (state[0], dict(state[1]), state[2]) if state else (None, {}, False)
     stack: list = []
     cursor = 0
@@ -344,7 +286,10 @@ def _row_run(program: bytes, state, code_align: int, data_align: int, location: 
         elif op == 0x2D:
             signed = not signed                                 # AARCH64_negate_ra_state
         elif op != 0x00:            # expressions, register rules: not something we follow
-            return None
+            cfa = None if op == 0x0F else cfa                   # def_cfa_expression
+            cursor = None if strict else _skip_operands(op, program, cursor)
+            if cursor is None:                  # strict, or an opcode we do not know
+                return None
         if location > pc:
             break
     return cfa, saved, signed

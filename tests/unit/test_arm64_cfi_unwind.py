@@ -24,8 +24,8 @@ FDE = bytes([0x41, 0x2D,                                # +4: paciasp (negate_ra
 def row(pc_offset: int):
     from gdb_kprobe.target import cfi
     start = 0x1000
-    initial = cfi._row_run(CIE_INITIAL, None, 4, -8, start, start + pc_offset)
-    return cfi._row_run(FDE, initial, 4, -8, start, start + pc_offset, initial=initial)
+    initial = cfi._execute(CIE_INITIAL, None, 4, -8, start, start + pc_offset)
+    return cfi._execute(FDE, initial, 4, -8, start, start + pc_offset, initial=initial)
 
 
 def test_cfi_rows_give_every_saved_register_and_the_signing_state(fake_gdb):
@@ -40,7 +40,7 @@ def test_cfi_rows_give_every_saved_register_and_the_signing_state(fake_gdb):
 def test_a_rule_we_do_not_follow_gives_none(fake_gdb):
     from gdb_kprobe.target import cfi
     expression = bytes([0x0F, 1, 0x70])                    # def_cfa_expression
-    assert cfi._row_run(expression, None, 4, -8, 0, 8) is None
+    assert cfi._execute(expression, None, 4, -8, 0, 8) is None
 
 
 def test_address_bits_come_from_tcr_el1_t1sz_before_va_bits():

@@ -77,8 +77,6 @@ def test_cfi_keeps_saved_registers(aarch64_cfi):
                      0x42, 0x80 | 29, 6, 0x80 | 30, 5,   # advance 2: x29 at CFA-48, x30 -40
                      0x4A, 0xC0 | 29, 0xC0 | 30])  # advance 10: restore x29, x30
     for offset, expected in ((0, {}), (8, {}), (16, {"x29": -48, "x30": -40}), (56, {})):
-        saves: dict[str, int] = {}
-        rule = cfi._run(initial, None, 4, -8, START, START + offset, saves)
-        rule = cfi._run(program, rule, 4, -8, START, START + offset, saves)
+        rule, saves = cfi._facts(initial, program, 4, -8, START, START + offset)
         assert rule is not None and rule.register == "sp"
         assert saves == expected, (offset, saves)

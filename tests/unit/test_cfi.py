@@ -28,14 +28,14 @@ PROGRAM = bytes([0x41, 0x0E, 16,        # advance 1, def_cfa_offset 16
 ])
 def test_rule_at_each_offset(cfi, offset, rule):
     start = 0xFFFFFFFF81000000
-    found = cfi._run(INITIAL, None, 1, -8, start, start + offset)
-    found = cfi._run(PROGRAM, found, 1, -8, start, start + offset)
+    found, _ = cfi._facts(INITIAL, PROGRAM, 1, -8, start, start + offset)
     assert tuple(found) == rule
 
 
 def test_an_expression_or_unknown_opcode_gives_no_rule(cfi):
-    assert cfi._run(bytes([0x0F, 1, 0x77]), cfi.CfaRule("rsp", 8), 1, -8, 0, 4) is None
-    assert cfi._run(bytes([0x3F]), cfi.CfaRule("rsp", 8), 1, -8, 0, 4) is None
+    rsp_8 = bytes([0x0C, 7, 8])                         # def_cfa rsp+8
+    assert cfi._facts(rsp_8, bytes([0x0F, 1, 0x77]), 1, -8, 0, 4) == (None, None)
+    assert cfi._facts(rsp_8, bytes([0x3F]), 1, -8, 0, 4) == (None, None)
 
 
 def test_leb128(cfi):
