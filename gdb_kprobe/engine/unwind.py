@@ -38,7 +38,7 @@ from gdb_kprobe import arch, options
 from gdb_kprobe.engine import code_map, unwind_cfi
 from gdb_kprobe.engine.unwind_cfi import FrameId, value as _value
 from gdb_kprobe.errors import KpError
-from gdb_kprobe.kernel import kprobes, sched
+from gdb_kprobe.kernel import kprobes, lists, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import cache, context, frame_labels, guards, layouts, memory, symbols
 
@@ -217,18 +217,11 @@ def _rethook_node(slot: int, trampoline: int) -> tuple[int, int] | None:
         return None
     if memory.read_u64(slot) != trampoline:
         return None
-    node_layout = layouts.layout("struct rethook_node")
-    llist_offset = node_layout.offset("llist")
-    node = memory.read_u64(task + task_layout.offset("rethooks"))
-    seen = 0
-    while node and seen < 256:
-        seen += 1
-        address = node - llist_offset
-        view = node_layout.view(memory.read(address, node_layout.size), address)
+    first = memory.read_u64(task + task_layout.offset("rethooks"))
+    for view in lists.llist_views(first, layouts.layout("struct rethook_node"), "llist"):
         if view.int("frame") == slot:
             function = _node_function(view)
             return (function, view.int("ret_addr")) if function is not None else None
-        node = view.ptr("llist.next")
     return None
 
 

@@ -13,7 +13,7 @@ import gdb
 
 from gdb_kprobe import arch
 from gdb_kprobe.engine import code_map
-from gdb_kprobe.kernel import owners, sched
+from gdb_kprobe.kernel import lists, owners, sched
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.target import cache, cfi, context, frame_labels, layouts, memory
 
@@ -131,15 +131,8 @@ def _kretprobe_instance_ret(pending, frame_pointer: int) -> int | None:
     task_layout = layouts.layout("struct task_struct")
     if not task or not frame_pointer or not task_layout.has_field("kretprobe_instances"):
         return None
-    layout = layouts.layout("struct kretprobe_instance")
-    llist_offset = layout.offset("llist")
-    node = memory.read_u64(task + task_layout.offset("kretprobe_instances"))
-    seen = 0
-    while node and seen < 256:
-        seen += 1
-        address = node - llist_offset
-        view = layout.view(memory.read(address, layout.size), address)
+    first = memory.read_u64(task + task_layout.offset("kretprobe_instances"))
+    for view in lists.llist_views(first, layouts.layout("struct kretprobe_instance"), "llist"):
         if view.int("fp") == frame_pointer:
             return view.int("ret_addr")
-        node = view.ptr("llist.next")
     return None

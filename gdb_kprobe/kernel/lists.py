@@ -8,13 +8,13 @@ saying where, instead of an exception or a hang.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import layouts, memory
 
-__all__ = ["Walk", "walk", "for_each_entry", "MAX_ELEMENTS"]
+__all__ = ["Walk", "walk", "for_each_entry", "llist_views", "MAX_ELEMENTS"]
 
 T = TypeVar("T")
 MAX_ELEMENTS = 100_000
@@ -71,3 +71,20 @@ def for_each_entry(head: int, layout: layouts.Layout, member: str,
         return decode(view), view.ptr(f"{member}.next")
 
     return walk(memory.read_u64(head), head, fetch, what)
+
+
+def llist_views(first: int, layout: layouts.Layout, member: str,
+                limit: int = 256) -> Iterator[layouts.View]:
+    """llist_for_each_entry() from the node `first` (an llist_head's .first, e.g. a task's
+    kretprobe_instances or rethooks): each object of type `layout`, linked through its
+    llist_node `member`, read whole and lazily (a caller looking for one reads no further);
+    at most `limit` (a damaged or cyclic list ends there)."""
+    member_offset = layout.offset(member)
+    node = first
+    for _ in range(limit):
+        if not node:
+            return
+        address = node - member_offset
+        view = layout.view(memory.read(address, layout.size), address)
+        yield view
+        node = view.ptr(f"{member}.next")
