@@ -128,8 +128,7 @@ def build(spec: str) -> OffsetsTable:
     rows = []
     for insn in code:
         offset = insn.address - start
-        facts, _ = prologue.analyse(code, insn.address, cfi.cfa_at(insn.address),
-                                    cfi.saves_at(insn.address))
+        facts, _ = prologue.analyse(code, insn.address, *cfi.facts_at(insn.address))
         variables = _variables(insn.address, notes)
         inlined = _inlined(insn.address, function.symbol)
         for variable in variables:

@@ -60,7 +60,7 @@ def build(place: places.Place, frame: gdb.Frame | None, level: int | None) -> Lo
     """The report on `place`, values read in `frame` (None: not stopped there)."""
     boundary = decode.check(place)
     facts, slots = prologue.analyse(boundary.function_insns, place.address,
-                                    cfi.cfa_at(place.address), cfi.saves_at(place.address))
+                                    *cfi.facts_at(place.address))
     variables = scope.variables_at(place.address)
     where_now = {v.name: placement(v, facts) for v in variables}
     values = scope.values(frame, [v.name for v in variables]) if frame is not None else None

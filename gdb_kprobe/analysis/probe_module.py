@@ -217,7 +217,7 @@ def build(place: places.Place) -> ModuleModel:
     if not boundary.ok:
         decode.require_boundary(place)          # raises with the instruction it falls in
     facts, _slots = prologue.analyse(boundary.function_insns, place.address,
-                                     cfi.cfa_at(place.address), cfi.saves_at(place.address))
+                                     *cfi.facts_at(place.address))
     types = scope.types_at(place.address)
     reads = [read_of(v, c_type(types[v.name]), facts)
              for v in scope.variables_at(place.address) if v.name in types]

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from gdb_kprobe import arch
 from gdb_kprobe.target import cache, symbols
 
-__all__ = ["CfaRule", "cfa_at", "saves_at", "FrameRules", "frame_rules_at"]
+__all__ = ["CfaRule", "facts_at", "FrameRules", "frame_rules_at"]
 
 
 class CfaRule(NamedTuple):
@@ -155,31 +155,18 @@ def _kernel_frames() -> _Frames | None:
         return None
 
 
-def cfa_at(pc: int) -> CfaRule | None:
-    """The CFA rule at `pc` in the kernel image, or None (no CFI for it: keep the walk)."""
+def facts_at(pc: int) -> tuple[CfaRule | None, dict[str, int] | None]:
+    """The CFA rule at `pc` in the kernel image and the registers saved there (gdb name →
+    CFA offset of the slot); (None, None) without CFI for it (keep the walk)."""
     if not symbols.in_kernel_image(pc):
-        return None
+        return None, None
     frames = _kernel_frames()
     if frames is None:
-        return None
+        return None, None
     try:
-        return frames.rule_at(pc)
+        return frames.row_at(pc)
     except (IndexError, ValueError, struct.error):      # damaged CFI: as if there were none
-        return None
-
-
-def saves_at(pc: int) -> dict[str, int] | None:
-    """The registers the CFI says are saved at `pc` (gdb name → CFA offset of the slot), or
-    None when there is no CFI for it."""
-    if not symbols.in_kernel_image(pc):
-        return None
-    frames = _kernel_frames()
-    if frames is None:
-        return None
-    try:
-        return frames.row_at(pc)[1]
-    except (IndexError, ValueError, struct.error):
-        return None
+        return None, None
 
 
 # -- every rule of a row, for an unwinder (arm64: issue #18) ------------------------------
