@@ -31,7 +31,8 @@ NAME = "aarch64"                           # gdb's architecture name
 COMPLETE = False
 COMMANDS: tuple[str, ...] = ("kp-check", "kp-kaslr", "kp-list", "kp-show")
 ADDRESS_MASK = (1 << 64) - 1
-VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
+# PAC stripping lives with the unwinder that needs it most (arm64_unwind.py, no cycle)
+from gdb_kprobe.arch.arm64_unwind import VA_BITS_DEFAULT, strip_pac  # noqa: E402
 
 
 def u64(value: int) -> int:
@@ -47,14 +48,6 @@ def is_canonical(address: int) -> bool:
     tagged or PAC-signed pointer is not readable as it stands: strip_pac() it first."""
     top = address >> 52
     return top == 0 or top == 0xFFF
-
-
-def strip_pac(address: int, va_bits: int = VA_BITS_DEFAULT) -> int:
-    """A return address signed by paciasp (CONFIG_ARM64_PTR_AUTH_KERNEL) with its PAC
-    removed: bit 55 picks the half, and the PAC bits above VA_BITS take its value, as
-    ptrauth_strip_kernel_insn_pac() (asm/pointer_auth.h, 6.1) and xpaci do."""
-    pac_mask = ADDRESS_MASK & ~((1 << va_bits) - 1)
-    return u64(address | pac_mask) if address >> 55 & 1 else address & ~pac_mask
 
 
 # struct pt_regs (asm/ptrace.h: regs[31], sp, pc, pstate) → gdb's register names;

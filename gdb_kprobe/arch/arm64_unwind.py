@@ -10,7 +10,7 @@ __all__ = [
     "FRAME_POINTER_REGISTER", "pt_regs_values", "ENTRY_PADDING",
 ]
 
-VA_BITS_DEFAULT = 48                       # arm64.VA_BITS_DEFAULT
+VA_BITS_DEFAULT = 48                       # CONFIG_ARM64_VA_BITS of Debian's arm64 kernels
 
 
 def _is_kernel_address(address: int) -> bool:
@@ -69,10 +69,16 @@ def pt_regs_values(regs) -> dict[str, int]:
     return {**values, "sp": regs.int("sp"), "pc": regs.int("pc")}
 
 
-def code_address(raw: int, va_bits: int = VA_BITS_DEFAULT) -> int:
-    """A return address as the CPU would branch to it: PAC stripped (arm64.strip_pac)."""
+def strip_pac(address: int, va_bits: int = VA_BITS_DEFAULT) -> int:
+    """A return address signed by paciasp (CONFIG_ARM64_PTR_AUTH_KERNEL) with its PAC
+    removed: bit 55 picks the half, and the PAC bits above VA_BITS take its value, as
+    ptrauth_strip_kernel_insn_pac() (asm/pointer_auth.h, 6.1) and xpaci do."""
     pac_mask = ((1 << 64) - 1) & ~((1 << va_bits) - 1)
-    return raw | pac_mask if raw >> 55 & 1 else raw & ~pac_mask
+    return address | pac_mask if address >> 55 & 1 else address & ~pac_mask
+
+
+# the seam's name (x86-64's returns its argument): a return address as the CPU branches to it
+code_address = strip_pac
 
 
 def address_bits(info: dict[str, str]) -> int:

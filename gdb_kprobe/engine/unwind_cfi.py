@@ -41,7 +41,6 @@ class FrameId:
         self.pc = value(pending, arch.PROGRAM_COUNTER, pc)
 
 
-
 def label_entry(sp: int, pc: int, kind: str, regs: dict[str, int], probes: frozenset[int],
                 trampoline: int | None) -> None:
     """Label an entry frame whose pt_regs gives its caller (engine/unwind.py), and that
