@@ -13,7 +13,7 @@ from gdb_kprobe.kernel.kallsyms import Location, Symbolizer
 from gdb_kprobe.kernel.runtime_code import runtime_code_symbol
 from gdb_kprobe.target import context, frame_labels, layouts, memory
 
-__all__ = ["Where", "WhereFrame", "where"]
+__all__ = ["Where", "WhereFrame", "where", "entry_probe_name"]
 
 # the stages of kprobe handling by function name are the arch seam's (arch.KPROBE_STAGES)
 
@@ -47,14 +47,14 @@ class Where:
         return bool(self.current) or self.stage.startswith("kretprobe")
 
 
-def _entry_probe_name(frame: gdb.Frame, label: str | None,
-                      symbolizer: Symbolizer) -> str | None:
+def entry_probe_name(frame: gdb.Frame, label: str | None,
+                     symbolizer: Symbolizer | None = None) -> str | None:
     """A probe at a function's first instruction (arm64's BRK leaves regs->pc there): gdb
     names a frame that is not the newest from pc - 1, the function before, and makes frames
     for its inlined helpers. The function's name ("" for such an inline frame), or None."""
     if not label or not label.startswith("[probed"):
         return None
-    found = symbolizer.lookup(int(frame.pc()))
+    found = (symbolizer or Symbolizer()).lookup(int(frame.pc()))
     if not found or found.offset:
         return None
     return "" if frame.type() == gdb.INLINE_FRAME else found.symbol
@@ -90,7 +90,7 @@ def where() -> Where:
         function = frame.function()
         name = function.name if function else None
         label = frame_labels.get(frame_labels.key_of(frame))
-        entry = _entry_probe_name(frame, label, symbolizer)
+        entry = entry_probe_name(frame, label, symbolizer)
         if entry is not None:          # "": pc - 1's inlined helpers, left out
             name, function = entry, None
         if name is None:               # asm code (asm_exc_int3): ELF symbols; code made at

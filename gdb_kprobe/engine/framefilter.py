@@ -7,6 +7,7 @@ import gdb
 from gdb.FrameDecorator import FrameDecorator
 
 from gdb_kprobe import arch
+from gdb_kprobe.analysis.where import entry_probe_name
 from gdb_kprobe.engine import unwind
 from gdb_kprobe.kernel.kallsyms import Symbolizer
 from gdb_kprobe.kernel.runtime_code import runtime_code_symbol
@@ -54,17 +55,6 @@ def _unnamed_kernel_frame(limit: int = 256) -> bool:
     except gdb.error:
         pass
     return False
-
-
-def _entry_probe_name(frame: gdb.Frame, label: str | None) -> str | None:
-    """The function a probed frame stopped at the very start of (arm64: a BRK at a function's
-    first instruction leaves regs->pc there, where x86's int3 leaves it past the site): gdb
-    names a frame that is not the newest from pc - 1, the function before it, and makes
-    frames for what is inlined at that end. None when gdb's name is right."""
-    if not label or not label.startswith("[probed"):
-        return None
-    found = Symbolizer().lookup(int(frame.pc()))
-    return found.symbol if found and found.offset == 0 else None
 
 
 class _Marked(FrameDecorator):
@@ -125,8 +115,8 @@ class KprobeFrameFilter:
         for decorator in frames:
             frame = decorator.inferior_frame()
             label = label_of(frame)
-            name = _entry_probe_name(frame, label)
-            if name and frame.type() == gdb.INLINE_FRAME:
+            name = entry_probe_name(frame, label)
+            if name == "":
                 continue               # pc - 1's inlined helpers, not the probed function's
             yield _Marked(decorator, label, name)
 
