@@ -16,6 +16,7 @@ import pytest
 
 from qemu import kernels, oracle, probe_module
 from qemu.lab import ACCEPT_TRAFFIC as TRAFFIC
+from test_kp_locals import rows
 
 TRACING = "/sys/kernel/tracing"
 NO_BREAKPOINTS = "No breakpoints"
@@ -25,15 +26,6 @@ NO_BREAKPOINTS = "No breakpoints"
 def _arm64_only(kernel):
     if kernels.arch_of(kernel) != "arm64":
         pytest.skip(f"{kernel} is not an arm64 kernel (this file runs on 6.1-arm64, 6.12-arm64)")
-
-
-def rows(out: str) -> dict[str, tuple[str, str, str]]:
-    found = {}
-    for line in out.splitlines():
-        match = re.match(r"  (param|local)\s+(\w+)\s+(.{26})\s(.*)$", line)
-        if match:
-            found[match.group(2)] = (match.group(1), match.group(3).strip(), match.group(4))
-    return found
 
 
 def prologue_end(session) -> int:

@@ -9,14 +9,13 @@ guest's own `cat /proc/self/stat` and `$!` report.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 
-from conftest import Session
 from qemu import kernels
-from qemu.lab import Lab
+from test_arm64_lab import _thread_at_el0
+from test_kaslr import _address, kaslr_sessions
 
 LIST = "/sys/kernel/debug/kprobes/list"
 CURRENT = ("python from gdb_kprobe.kernel import sched; from gdb_kprobe.target import context; "
@@ -32,7 +31,7 @@ def _arm64_only(kernel):
 
 def _stext(symbols: str) -> int:
     """_stext in /proc/kallsyms or System.map text (arm64's /proc/kallsyms has no _text)."""
-    return int(re.search(r"^([0-9a-f]+) \w _stext$", symbols, re.M).group(1), 16)
+    return _address("_stext", symbols)
 
 
 # -- kp-kaslr -----------------------------------------------------------------------------
@@ -47,22 +46,7 @@ def test_kp_kaslr_without_kaslr(session):
 
 @pytest.fixture(scope="module")
 def kaslr_session(kernel, gdb_binary):
-    config = kernels.fetch(kernel).config
-    if "CONFIG_RANDOMIZE_BASE=y" not in config.read_text():
-        pytest.skip(f"{kernel} is built without KASLR (CONFIG_RANDOMIZE_BASE)")
-    for _ in range(3):           # a slide of 0 would leave nothing to detect: boot again
-        lab = Lab(kernel, kaslr=True)
-        lab.start()
-        if _stext(lab.guest.run("grep ' _stext$' /proc/kallsyms")) != \
-                _stext(lab.files.system_map.read_text()):
-            break
-        lab.stop()
-    else:
-        pytest.fail("three KASLR boots in a row ran at the link address")
-    try:
-        yield Session(lab, lab.gdb(gdb_binary=gdb_binary))
-    finally:
-        lab.stop()
+    yield from kaslr_sessions(kernel, gdb_binary, "_stext")
 
 
 def test_kaslr_is_refused_in_one_line_then_relocated(kaslr_session):
@@ -142,14 +126,6 @@ def test_current_task_in_the_kernel_is_sp_el0(session):
     stat = session.lab.guest.wait(token).split()
     assert name == f"cat[{stat[0]}]" and stat[1] == "(cat)", (name, stat[:2])
     assert task == sp_el0 == per_cpu, (hex(task), hex(sp_el0), hex(per_cpu))
-
-
-def _thread_at_el0(session) -> int | None:
-    for number in range(1, session.lab.cpus + 1):
-        session.gdb.execute(f"thread {number}")
-        if int(session.gdb.execute("p ($cpsr >> 2) & 3").split()[-1]) == 0:
-            return number
-    return None
 
 
 def test_current_task_at_el0_is_the_per_cpu_entry_task(session, gdb_binary, request):

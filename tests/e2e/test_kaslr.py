@@ -14,6 +14,13 @@ LIST = "/sys/kernel/debug/kprobes/list"
 
 @pytest.fixture(scope="module")
 def kaslr_session(kernel, gdb_binary):
+    yield from kaslr_sessions(kernel, gdb_binary)
+
+
+def kaslr_sessions(kernel: str, gdb_binary: str, anchor: str = "_text"):
+    """A module fixture's body: a KASLR boot with gdb attached, stopped after the module.
+    `anchor`: a symbol in both /proc/kallsyms and System.map (arm64's kallsyms has no
+    _text: _stext there)."""
     config = kernels.fetch(kernel).config
     if "CONFIG_RANDOMIZE_BASE=y" not in config.read_text():
         pytest.skip(f"{kernel} is built without KASLR (CONFIG_RANDOMIZE_BASE)")
@@ -22,7 +29,8 @@ def kaslr_session(kernel, gdb_binary):
     for _ in range(3):
         lab = Lab(kernel, kaslr=True)
         lab.start()
-        if _text(lab.guest.run("grep ' _text$' /proc/kallsyms")) != _text(lab.files.system_map.read_text()):
+        if _address(anchor, lab.guest.run(f"grep ' {anchor}$' /proc/kallsyms")) != \
+                _address(anchor, lab.files.system_map.read_text()):
             break
         lab.stop()
     else:
@@ -33,9 +41,14 @@ def kaslr_session(kernel, gdb_binary):
         lab.stop()
 
 
+def _address(symbol: str, symbols: str) -> int:
+    """The address of `symbol` in /proc/kallsyms or System.map text."""
+    return int(re.search(rf"^([0-9a-f]+) \w {symbol}$", symbols, re.M).group(1), 16)
+
+
 def _text(symbols: str) -> int:
     """The address of _text in /proc/kallsyms or System.map text."""
-    return int(re.search(r"^([0-9a-f]+) \w _text$", symbols, re.M).group(1), 16)
+    return _address("_text", symbols)
 
 
 def test_kaslr_is_detected_then_relocated(kaslr_session):
