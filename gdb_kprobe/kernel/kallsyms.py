@@ -6,7 +6,7 @@ Symbolizer, which a command creates once per invocation.
 """
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 from gdb_kprobe.kernel import modules as kmodules
 from gdb_kprobe.target import symbols
@@ -14,8 +14,10 @@ from gdb_kprobe.target import symbols
 __all__ = ["Location", "Symbolizer"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
+    """`symbol+offset [module]` of an address (a NamedTuple, not a frozen dataclass: a
+    listing makes 10,000 of them, and a frozen dataclass's __init__ costs 4x a tuple's)."""
+
     symbol: str
     offset: int
     size: int

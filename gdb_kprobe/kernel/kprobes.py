@@ -86,11 +86,11 @@ class Kprobe:
     @classmethod
     def of_row(cls, address: int, addr: int, flags: int, pre_handler: int) -> "Kprobe":
         """A probe decoded from ROW_FIELDS (maybe all that was read of it): LATER_FIELDS
-        are left unset, and `__getattr__` reads them (the whole struct: one read, or the
-        read cache) when first asked for."""
-        probe = cls(address, addr, flags, pre_handler, 0, 0, 0, 0, 0)
-        for name in LATER_FIELDS:
-            del probe.__dict__[name]
+        are left unset (no __init__: 10,000 rows a listing; the defaults after `opcode` set
+        here), and `__getattr__` reads them (the whole struct, once) when first asked for."""
+        probe = cls.__new__(cls)
+        probe.__dict__.update(address=address, addr=addr, flags=flags, pre_handler=pre_handler,
+                              parent=None, children=[], damage=None, misplaced=None)
         return probe
 
     def __getattr__(self, name: str) -> int:
@@ -201,6 +201,10 @@ def read_table(whole: bool = False) -> KprobeTable:
     list_offset = kprobe.offset("list")
     table_address, count = table_symbol()
     heads = memory.read(table_address, 8 * count)        # the whole table in one read
+    # per link: the parts of a struct kprobe a row uses and their decoder (read_parts reads
+    # all of them, so the bytes need no View to guard the rest)
+    row_reads = {link: (kprobe.spans((*ROW_FIELDS, link)), kprobe.decoder((*ROW_FIELDS, link)))
+                 for link in ("hlist.next", "list.next")}
 
     def probe_at(address: int, link: str) -> tuple[Kprobe, int]:
         """The probe at `address` and its `link`'s next pointer, in one unpack: a row's
@@ -210,9 +214,10 @@ def read_table(whole: bool = False) -> KprobeTable:
             view = kprobe.view(memory.read(address, kprobe.size), address)
             *fields, following = view.ints((*ALL_FIELDS, link))
             return Kprobe(address, *fields), following
-        paths = (*ROW_FIELDS, link)
-        *row, following = _read_fields(kprobe, address, paths).ints(paths)
-        return Kprobe.of_row(address, *row), following
+        spans, decode = row_reads[link]
+        addr, flags, pre_handler, following = decode(memory.read_parts(address, kprobe.size,
+                                                                       spans)[0])
+        return Kprobe.of_row(address, addr, flags, pre_handler), following
 
     def fetch(node: int) -> tuple[Kprobe, int]:
         return probe_at(node - hlist_offset, "hlist.next")

@@ -19,13 +19,13 @@ def debugfs_line(row: ProbeRow, palette: Palette = PLAIN) -> str:
     """One kprobes/list line; with PLAIN (colour off) byte-identical to debugfs."""
     probe = row.probe
     address = palette.address(f"{probe.addr:016x}")
-    if row.location is not None:
-        loc = row.location
-        head = f"{address}  {row.kind}  {loc.symbol}+{loc.offset:#x}  " \
-               f"{loc.module if loc.module else ' '} "
+    loc = row.location
+    if loc is not None:
+        head = f"{address}  {row.kind}  {loc.symbol}+{loc.offset:#x}  {loc.module or ' '} "
     else:
         head = f"{address}  {row.kind}  {probe.addr:#x} "
-    return head + "".join(palette.flag(f"[{word}]") for word in row.listed_flags())
+    words = row.listed_flags()
+    return head + "".join([palette.flag(f"[{word}]") for word in words]) if words else head
 
 
 def _where(location: Location | None, address: int) -> str:

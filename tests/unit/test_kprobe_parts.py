@@ -24,10 +24,10 @@ def parts(fake_gdb, monkeypatch):
 
     class Layout:
         name, size = "struct kprobe", 128
-        unpacker, spans = layouts.Layout.unpacker, layouts.Layout.spans
+        decoder, spans = layouts.Layout.decoder, layouts.Layout.spans
 
         def __init__(self):
-            self._unpackers, self._spans = {}, {}
+            self._decoders, self._spans = {}, {}
 
         def field(self, path):
             offset, size = FIELDS[path]
