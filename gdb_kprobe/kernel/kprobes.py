@@ -10,6 +10,7 @@ row uses and its link (memory.read_parts), the rest when first asked for.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import gdb
 
@@ -18,12 +19,9 @@ from gdb_kprobe.errors import KpError
 from gdb_kprobe.kernel import lists, percpu
 from gdb_kprobe.target import layouts, memory, symbols
 
-__all__ = [
-    "Kprobe", "Handlers", "Bucket", "KprobeTable", "KretprobeInfo", "TraceEvent",
-    "read_table", "find_entry", "table_symbol", "hash_ptr", "read_kretprobe", "trace_event",
-    "on_dyn_event_list",
-    "trace_hits", "FLAG_NAMES",
-]
+__all__ = ["Kprobe", "Handlers", "Bucket", "KprobeTable", "KretprobeInfo", "TraceEvent",
+           "read_table", "find_entry", "table_symbol", "hash_ptr", "read_kretprobe",
+           "trace_event", "on_dyn_event_list", "trace_hits", "FLAG_NAMES"]
 
 # include/linux/kprobes.h: these bits are part of the kprobes API and have not
 # changed since they were introduced.
@@ -156,10 +154,13 @@ class KprobeTable:
         for bucket in self.buckets:
             for probe in bucket.probes:
                 if self.is_aggregate(probe):
-                    rows.extend((child, probe) for child in probe.children)
+                    rows.extend([(child, probe) for child in probe.children])
                 else:
                     rows.append((probe, None))
-                rows.extend(note for note in (probe.damage, probe.misplaced) if note)
+                if probe.damage:
+                    rows.append(probe.damage)
+                if probe.misplaced:
+                    rows.append(probe.misplaced)
             if bucket.damage:
                 rows.append(bucket.damage)
         return rows
@@ -208,8 +209,7 @@ def read_table(whole: bool = False) -> KprobeTable:
 
     def probe_at(address: int, link: str) -> tuple[Kprobe, int]:
         """The probe at `address` and its `link`'s next pointer, in one unpack: a row's
-        fields only (a listing of 10,000 probes decodes no more than it shows), or with
-        `whole` every field."""
+        fields only (10,000 probes decode no more than they show), or with `whole` all."""
         if whole:
             view = kprobe.view(memory.read(address, kprobe.size), address)
             *fields, following = view.ints((*ALL_FIELDS, link))
@@ -219,25 +219,30 @@ def read_table(whole: bool = False) -> KprobeTable:
                                                                        spans)[0])
         return Kprobe.of_row(address, addr, flags, pre_handler), following
 
-    def fetch(node: int) -> tuple[Kprobe, int]:
-        return probe_at(node - hlist_offset, "hlist.next")
+    def fetcher(offset: int, link: str) -> Callable[[int], tuple[Kprobe, int]]:
+        return lambda node: probe_at(node - offset, link)
 
-    def fetch_child(node: int) -> tuple[Kprobe, int]:
-        return probe_at(node - list_offset, "list.next")
+    def prefetcher(offset: int) -> Callable[[list[int]], None]:
+        return lambda nodes: memory.prefetch([node - offset for node in nodes], kprobe.size)
 
+    # every chain a step a round, the reads of a round back to back (lists.walk_lists)
+    walks = lists.walk_lists(
+        [(int.from_bytes(heads[8 * index: 8 * index + 8], "little"), 0, f"kprobe_table[{index}]")
+         for index in range(count)], fetcher(hlist_offset, "hlist.next"),
+        prefetch=prefetcher(hlist_offset))
+    aggregates = [probe for walk in walks for probe in walk.items
+                  if probe.pre_handler == handlers.aggr_pre_handler]
+    children = lists.walk_lists(
+        [(_read_fields(kprobe, probe.address, ("list.next",)).ptr("list.next"),
+          probe.address + list_offset,
+          f"aggregate at {probe.addr:#x}") for probe in aggregates],
+        fetcher(list_offset, "list.next"), prefetch=prefetcher(list_offset))
+    for probe, walk in zip(aggregates, children):
+        probe.children, probe.damage = walk.items, walk.damage
+        for child in probe.children:
+            child.parent = probe
     buckets = []
-    for index in range(count):
-        first = int.from_bytes(heads[8 * index: 8 * index + 8], "little")
-        walk = lists.walk(first, 0, fetch, f"kprobe_table[{index}]")
-        for probe in walk.items:
-            if probe.pre_handler == handlers.aggr_pre_handler:
-                head = probe.address + list_offset
-                children = lists.walk(_list_next(probe, kprobe), head, fetch_child,
-                                      f"aggregate at {probe.addr:#x}")
-                probe.children = children.items
-                probe.damage = children.damage
-                for child in probe.children:
-                    child.parent = probe
+    for index, walk in enumerate(walks):
         for probe in walk.items:
             home = hash_ptr(probe.addr, count.bit_length() - 1)
             if home != index:
@@ -253,11 +258,6 @@ GOLDEN_RATIO_64 = 0x61C8864680B583EB      # include/linux/hash.h
 def hash_ptr(address: int, bits: int) -> int:
     """hash_ptr(addr, KPROBE_HASH_BITS): the bucket register_kprobe() puts a probe in."""
     return arch.u64(address * GOLDEN_RATIO_64) >> (64 - bits)
-
-
-def _list_next(probe: Kprobe, kprobe: layouts.Layout) -> int:
-    # the aggregate's own bytes are in the read cache when it was read whole
-    return _read_fields(kprobe, probe.address, ("list.next",)).ptr("list.next")
 
 
 def _read_fields(layout: layouts.Layout, address: int, paths: tuple[str, ...]) -> layouts.View:

@@ -48,15 +48,16 @@ class ProbeRow:
     def listed_flags(self) -> list[str]:
         """The flag words report_probe() prints, in its order: [GONE] hides [DISABLED];
         OPTIMIZED and FTRACE are the aggregate's. kp-list text and JSON both use this."""
-        probe, flags = self.probe, self.flags_probe
+        own, flags = self.probe.flags, (self.aggregate or self.probe).flags
         words = []
-        if probe.gone:
+        # the bits, not the properties: 10,000 rows a listing
+        if own & kprobes.KPROBE_FLAG_GONE:
             words.append("GONE")
-        elif probe.disabled:
+        elif own & kprobes.KPROBE_FLAG_DISABLED:
             words.append("DISABLED")
-        if flags.optimized:
+        if flags & kprobes.KPROBE_FLAG_OPTIMIZED:
             words.append("OPTIMIZED")
-        if flags.ftrace:
+        if flags & kprobes.KPROBE_FLAG_FTRACE:
             words.append("FTRACE")
         return words
 
@@ -184,8 +185,9 @@ def listing(verbose: bool, row_filter: RowFilter) -> Report:
     `verbose` (they are read anyway when filtering by module owner)."""
     result = probe_rows(verbose=verbose or bool(row_filter.module))
     rows = [row for row in result.rows
-            if not isinstance(row, ProbeRow) or row_filter.matches(row)]
-    if not verbose:
+            if not isinstance(row, ProbeRow) or row_filter.matches(row)] if row_filter \
+        else result.rows
+    if row_filter.module and not verbose:
         for row in rows:
             if isinstance(row, ProbeRow):
                 row.details = None

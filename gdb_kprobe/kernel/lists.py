@@ -8,13 +8,13 @@ saying where, instead of an exception or a hang.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import layouts, memory
 
-__all__ = ["Walk", "walk", "for_each_entry", "llist_views", "MAX_ELEMENTS"]
+__all__ = ["Walk", "walk", "walk_lists", "for_each_entry", "llist_views", "MAX_ELEMENTS"]
 
 T = TypeVar("T")
 MAX_ELEMENTS = 100_000
@@ -34,29 +34,46 @@ def walk(first: int, stop_at: int, fetch: Callable[[int], tuple[T, int]],
 
     `fetch(node)` returns (element, next node address).
     """
-    result: Walk[T] = Walk()
-    seen: set[int] = set()
-    node = first
-    while node != stop_at:
-        if node in seen:
-            result.damage = f"{what}: cycle: node {node:#x} comes again after " \
-                            f"{len(result.items)} entries"
-            break
-        if len(result.items) >= limit:
-            result.damage = f"{what}: more than {limit} entries; stopped walking"
-            break
-        if not arch.is_canonical(node):
-            result.damage = f"{what}: non-canonical next pointer {node:#x}"
-            break
-        seen.add(node)
-        try:
-            item, following = fetch(node)
-        except KpError as exc:
-            result.damage = f"{what}: {exc}"
-            break
-        result.items.append(item)
-        node = following
-    return result
+    return walk_lists([(first, stop_at, what)], fetch, limit)[0]
+
+
+def walk_lists(starts: Sequence[tuple[int, int, str]], fetch: Callable[[int], tuple[T, int]],
+               limit: int = MAX_ELEMENTS,
+               prefetch: Callable[[list[int]], None] | None = None) -> list[Walk[T]]:
+    """walk() over several lists at once, (first, stop_at, what) each: one step of every list
+    a round, and `prefetch(nodes)` before each round with the nodes it will fetch, so that
+    their reads go back to back (a hash table's 64 chains: gdb's reads come ~15 µs
+    cheaper each when no Python runs between them, QEMU's gdbstub still awake)."""
+    results: list[Walk[T]] = [Walk() for _ in starts]
+    seen: list[set[int]] = [set() for _ in starts]
+    live = [(index, first) for index, (first, stop_at, _) in enumerate(starts) if first != stop_at]
+    while live:
+        if prefetch is not None:
+            prefetch([node for _, node in live if arch.is_canonical(node)])
+        following_round = []
+        for index, node in live:
+            result, (_, stop_at, what) = results[index], starts[index]
+            if node in seen[index]:
+                result.damage = f"{what}: cycle: node {node:#x} comes again after " \
+                                f"{len(result.items)} entries"
+                continue
+            if len(result.items) >= limit:
+                result.damage = f"{what}: more than {limit} entries; stopped walking"
+                continue
+            if not arch.is_canonical(node):
+                result.damage = f"{what}: non-canonical next pointer {node:#x}"
+                continue
+            seen[index].add(node)
+            try:
+                item, following = fetch(node)
+            except KpError as exc:
+                result.damage = f"{what}: {exc}"
+                continue
+            result.items.append(item)
+            if following != stop_at:
+                following_round.append((index, following))
+        live = following_round
+    return results
 
 
 def for_each_entry(head: int, layout: layouts.Layout, member: str,

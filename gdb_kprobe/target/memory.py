@@ -19,7 +19,7 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import cache, dump, read_model
 
-__all__ = ["BLOCK", "stats", "read", "read_parts", "read_u64", "read_cstring", "read_slot",
+__all__ = ["BLOCK", "stats", "read", "read_parts", "prefetch", "read_u64", "read_cstring", "read_slot",
            "set_read_block", "describe_reads"]
 
 _cache: dict[tuple[int, int], bytes] = {}
@@ -85,6 +85,21 @@ def read_parts(address: int, size: int, parts: read_model.Parts
         data[offset: offset + length] = piece if piece is not None else \
             _fetch(address + offset, length)
     return bytes(data), pieces
+
+
+def prefetch(addresses: list[int], size: int) -> None:
+    """Read now, back to back, the blocks that will hold the `size`-byte objects at
+    `addresses` (a walk's next round): gdb's reads cost less in a row than with Python
+    between them. Nothing when the policy reads exactly (a link that pays per byte), for
+    an object across two blocks, or a block that cannot be read (the object's own read
+    then says why)."""
+    block = _policy.block(size)
+    if not block or size > block:
+        return
+    for address in addresses:
+        first = address & ~(block - 1)
+        if address + size <= first + block and (first, block) not in _cache:
+            _block(first, block)
 
 
 def _cached(address: int, size: int) -> bytes | None:

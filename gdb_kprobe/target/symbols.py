@@ -59,6 +59,9 @@ class ElfSymbols:
         self.name_counts: dict[str, int] = {}  # kallsyms may hold a name several times
         self._loaded_ranges: list[tuple[int, int, int]] = []   # (address, size, file offset)
         self._contains: dict[bytes, bool] = {}
+        # lookup() by address: the table never changes, and a listing of 10,000 probes
+        # asks again for the same functions at every stop
+        self._found: dict[int, tuple[str, int, int] | None] = {}
         self._load()
 
     def _load(self) -> None:
@@ -140,6 +143,15 @@ class ElfSymbols:
 
     def lookup(self, address: int) -> tuple[str, int, int] | None:
         """(name, offset, size) of the symbol containing `address`, kallsyms style."""
+        try:
+            return self._found[address]
+        except KeyError:
+            if len(self._found) >= 100_000:     # e.g. every pc of a long stepping script
+                self._found.clear()
+            found = self._found[address] = self._lookup(address)
+            return found
+
+    def _lookup(self, address: int) -> tuple[str, int, int] | None:
         index = bisect.bisect_right(self.addresses, address) - 1
         if index < 0:
             return None

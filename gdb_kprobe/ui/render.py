@@ -69,7 +69,8 @@ def probe_list(rows, numbered: bool = False, palette: Palette = PLAIN) -> str:
         index += 1
         line = debugfs_line(row, palette)
         out.append(f"#{index:<3} {line}" if numbered else line)
-        out.extend(verbose_lines(row))
+        if row.details is not None:
+            out.extend(verbose_lines(row))
     return "".join(line + "\n" for line in out)
 
 
