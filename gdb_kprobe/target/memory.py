@@ -25,11 +25,14 @@ __all__ = ["BLOCK", "stats", "read", "read_parts", "prefetch", "read_u64", "read
 _cache: dict[tuple[int, int], bytes] = {}
 _bad_blocks: set[tuple[int, int]] = set()   # blocks that failed at this stop (MMIO, holes)
 _block_sizes: set[int] = set()              # block sizes cached at this stop
+_strings: dict[tuple[int, int], str] = {}   # read_cstring() at this stop: a trace event
+#                                             group's name is asked for once per event
 stats = {"reads": 0, "bytes": 0}
 _policy = read_model.policy
 cache.register(_cache.clear, *cache.MEMORY)
 cache.register(_bad_blocks.clear, *cache.MEMORY)
 cache.register(_block_sizes.clear, *cache.MEMORY)
+cache.register(_strings.clear, *cache.MEMORY)
 cache.register(_policy.new_stop, *cache.MEMORY)
 
 BLOCK = read_model.MAX_BLOCK     # the largest block; never crosses a page
@@ -183,6 +186,13 @@ def read_cstring(address: int, limit: int = 256) -> str:
     from the cache when its block was read already). With exact reads, `limit` bytes at
     most, never past the page (the next one may be unmapped).
     """
+    text = _strings.get((address, limit))
+    if text is None:
+        text = _strings[(address, limit)] = _read_cstring(address, limit)
+    return text
+
+
+def _read_cstring(address: int, limit: int) -> str:
     data = b""
     position = address
     while len(data) < limit:
