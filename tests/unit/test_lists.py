@@ -56,3 +56,31 @@ def test_list_head_walk_stops_at_head(lists):
     head, a = 0xffff000000000100, 0xffff000000001000
     walk = lists.walk(a, head, chain({a: head}), "t")
     assert walk.items == [a] and walk.damage is None
+
+
+def test_lists_walked_together_each_as_alone(lists):
+    """walk_lists: a step of every list a round; each list's items and damage are what walk()
+    alone gives it, a damaged one leaves the others whole, and `prefetch` sees each round's
+    nodes before they are fetched (the canonical ones: a wild pointer is the walk's note)."""
+    base = 0xffff000000000000
+    a, b, c, d, e = (base + 0x1000 * i for i in range(1, 6))
+    links = {a: b, b: 0,                   # a two-element hlist
+             c: c,                         # a self-loop
+             d: 0xdead000000000100,        # a wild next pointer
+             e: 0}
+    rounds = []
+    starts = [(a, 0, "l0"), (c, 0, "l1"), (d, 0, "l2"), (0, 0, "empty"), (e, 0, "l4")]
+    walks = lists.walk_lists(starts, chain(links), prefetch=rounds.append)
+    assert [w.items for w in walks] == [[a, b], [c], [d], [], [e]]
+    alone = [lists.walk(first, stop, chain(links), what) for first, stop, what in starts]
+    assert [w.damage for w in walks] == [w.damage for w in alone]
+    assert walks[1].damage.startswith("l1: cycle") and "non-canonical" in walks[2].damage
+    assert rounds == [[a, c, d, e], [b, c]]
+
+
+def test_lists_walked_together_keep_their_limits(lists):
+    links = {0xffff000000000000 + i: 0xffff000000000000 + i + 1 for i in range(50)}
+    walks = lists.walk_lists([(0xffff000000000000, 0, "t"), (0xffff000000000020, 0, "u")],
+                             chain(links), limit=5)
+    assert [len(w.items) for w in walks] == [5, 5]
+    assert walks[1].damage == "u: more than 5 entries; stopped walking"
