@@ -19,7 +19,7 @@ __all__ = [
     "KASLR_ALIGN", "KASLR_RANGE", "KASLR_ANCHORS", "CURRENT_TASK_REGISTER", "CURRENT_TASK_PERCPU",
     # kp-locals, kp-sim (a64locals)
     "GDB_TO_PT_REGS", "DEFAULT_SIM_REGS", "PT_REGS_PC", "PRE_HANDLER_PC_DELTA",
-    "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_facts", "pt_regs_c",
+    "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS", "frame_walk", "pt_regs_c",
     "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return", "simulated_branch",
 ]
 
@@ -300,7 +300,7 @@ def probe_trap(raw: bytes) -> str | None:
 
 
 # the frame at a PC (kp-locals): arm64_frame.py, to keep this module within its size
-from gdb_kprobe.arch.arm64_frame import frame_facts  # noqa: E402
+from gdb_kprobe.arch.arm64_frame import frame_walk  # noqa: E402
 
 
 def pt_regs_c(register: str) -> str:

@@ -1,11 +1,11 @@
 """arm64's frame at a PC, for kp-locals (analysis/prologue.py asks through the seam,
-arm64.py frame_facts): GCC's frame-record prologue walked, corrected by the CFI.
+arm64.py frame_walk): GCC's frame-record prologue walked, corrected by the CFI.
 Pure logic, no gdb."""
 from __future__ import annotations
 
 import re
 
-__all__ = ["frame_facts"]
+__all__ = ["frame_walk", "frame_facts"]
 
 INSN_SIZE = 4
 STACK_POINTER, FRAME_POINTER = "sp", "x29"
@@ -71,3 +71,9 @@ def frame_facts(insns, pc: int, cfa, saves: dict[str, int] | None) -> dict | Non
             "cfa_from_rsp": cfa_from_sp, "end": end, "epilogue": epilogue,
             "frame_register": FRAME_POINTER, "frame_offset": frame_offset or 0,
             "stack_register": STACK_POINTER, "size": cfa_from_sp}
+
+
+def frame_walk(insns, pc: int, cfa, saves: dict[str, int] | None) -> tuple[dict, list]:
+    """The seam's frame_walk: frame_facts(), and no list of the stack slots the
+    instructions touch (x86_64_frame.py's; not written for arm64)."""
+    return frame_facts(insns, pc, cfa, saves), []

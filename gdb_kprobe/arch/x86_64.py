@@ -21,7 +21,7 @@ __all__ = [
     "jump_site_size", "STATIC_CALL_SIZE",
     # kp-locals, kp-sim: the names arm64.py has too (a64locals)
     "PT_REGS_PC", "PRE_HANDLER_PC_DELTA", "PRE_HANDLER_PC_TEXT", "probe_trap", "DWARF_REGS",
-    "frame_facts", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
+    "frame_walk", "pt_regs_c", "PT_REGS_RETVAL", "ENTRY_RETURN_REGS", "entry_return",
     "simulated_branch",
     "ENTRY_SYMBOLS", "ENTRY_PREFIXES", "ENTRY_CALLEES", "CODE_SPACE_START", "TRAP_PC_ADVANCE",
     "PT_REGS_SP", "SIGNED_RETURN_ADDRESSES", "RETURN_ADDRESS_REGISTER",
@@ -234,10 +234,8 @@ def probe_trap(raw: bytes) -> str | None:
     return {JMP32: "optprobe jmp", INT3: TRAP_MECHANISM, CALL32: "ftrace call"}.get(first)
 
 
-def frame_facts(insns, pc: int, cfa, saves) -> None:
-    """None: x86's frame at a PC is analysis/prologue.py's push/sub/mov walk, corrected by
-    the CFA rule (arm64.py answers from its stp/sub/x29 walk instead)."""
-    return None
+# the frame at a PC (kp-locals): x86_64_frame.py, to keep this module within its size
+from gdb_kprobe.arch.x86_64_frame import frame_walk  # noqa: E402
 
 
 def pt_regs_c(register: str) -> str:
