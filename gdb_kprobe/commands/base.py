@@ -44,12 +44,15 @@ class KpArgumentParser(argparse.ArgumentParser):
 
 
 @contextlib.contextmanager
-def _no_collection():
+def _no_collection(pause: bool = True):
     """No cyclic garbage collection while a command runs: a listing of 10,000 probes makes
     ~50,000 objects that all live until it ends, and a collection midway walks gdb's whole
-    Python heap (6 % of kp-list's time, bench/). Its cycles are collected after."""
+    Python heap (6 % of kp-list's time, bench/). Its cycles are collected after. Not for a
+    command that lets the target run (`pause_collection = False`): that may take minutes,
+    with other Python (pwndbg's stop hooks) running meanwhile."""
     enabled = gc.isenabled()
-    gc.disable()
+    if pause:
+        gc.disable()
     try:
         yield
     finally:
@@ -64,6 +67,9 @@ class KpCommand(gdb.Command):
     # True when the command's answer rests on no per-architecture piece (checked on arm64:
     # tests/e2e/test_arm64_lab.py); the others refuse where gdb_kprobe/arch/ is not written
     arch_neutral = False
+    # no garbage collection while it runs (_no_collection); False for a command that resumes
+    # the target
+    pause_collection = True
 
     def __init__(self) -> None:
         self.parser = self.build_parser()
@@ -109,7 +115,8 @@ class KpCommand(gdb.Command):
             self.check_args(args)
             if self.needs_arch_seam(args):
                 target_guards.require_arch_seam(self.name)
-            with context.language_c(), target_guards.kernel_view(), _no_collection():
+            with context.language_c(), target_guards.kernel_view(), \
+                    _no_collection(self.pause_collection):
                 self.run(args)
         except arch.Unwritten as exc:
             # a seam name the target's architecture module lacks, met mid-command

@@ -18,6 +18,7 @@ from gdb_kprobe.ui import (jsonout, jsonout_offsets, module_source, offsets_tabl
 
 class KpLocals(KpCommand):
     name = "kp-locals"
+    pause_collection = False       # --stop runs the target to the place
     summary = ("Show the parameters and locals in scope at a probe point, where each lives at "
                "that exact PC (register, frame-pointer or stack slot: %rbp/%rsp on x86-64, "
                "%x29/%sp on arm64; optimized out), their values when "

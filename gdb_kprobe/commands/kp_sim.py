@@ -16,6 +16,7 @@ from gdb_kprobe.ui import jsonout, jsonout_stop, render_stop
 
 class KpSim(KpCommand):
     name = "kp-sim"
+    pause_collection = False       # runs the target to the place
     summary = ("Replay what a kprobe at a place would see, with gdb breakpoints: the "
                "registers a pre_handler gets, one instruction executed, the registers a "
                "post_handler gets. --ret replays a kretprobe: arguments at entry, the return "
