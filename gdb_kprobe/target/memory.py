@@ -19,8 +19,8 @@ from gdb_kprobe import arch
 from gdb_kprobe.errors import KpError
 from gdb_kprobe.target import cache, dump, read_model
 
-__all__ = ["BLOCK", "stats", "read", "read_parts", "prefetch", "read_u64", "read_cstring", "read_slot",
-           "set_read_block", "describe_reads"]
+__all__ = ["BLOCK", "stats", "read", "read_parts", "prefetch", "read_u64", "read_cstring",
+           "read_slot", "set_read_block", "describe_reads"]
 
 _cache: dict[tuple[int, int], bytes] = {}
 _bad_blocks: set[tuple[int, int]] = set()   # blocks that failed at this stop (MMIO, holes)
@@ -101,7 +101,8 @@ def prefetch(addresses: list[int], size: int) -> None:
         return
     for address in addresses:
         first = address & ~(block - 1)
-        if address + size <= first + block and (first, block) not in _cache:
+        if address + size <= first + block and (first, block) not in _cache \
+                and arch.is_canonical(address):
             _block(first, block)
 
 
