@@ -164,7 +164,10 @@ def test_kretprobe_caller_and_finish(session):
         finally:
             session.gdb.execute("set kp-unwind on")
         # gdb's finish stops at the restored return address, on whichever CPU the task
-        # returns (gdb-kprobe's hook-finish follows it when the scheduler moved it)
+        # returns (gdb-kprobe's hook-finish follows it when the scheduler moved it); another
+        # task running into the breakpoint meanwhile ended the finish early once (6.1, as
+        # test_finish_from_the_probed_frame saw on 6.1-fp): only finish's own count here
+        session.gdb.execute("disable")
         out = session.gdb.execute("finish", timeout=60)
         assert "Run till exit" in out and re.search(r"^(0x[0-9a-f]+ in )?inet_accept \(", out,
                                                     re.M), out
