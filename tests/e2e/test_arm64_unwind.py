@@ -15,6 +15,7 @@ import pytest
 
 from qemu import kernels
 from qemu.lab import ACCEPT_TRAFFIC
+from test_unwind import without_kp_unwind
 
 LIST = "/sys/kernel/debug/kprobes/list"
 KRETPROBE_LABEL = ("<kretprobe: return address restored from kretprobe_instance "
@@ -123,11 +124,7 @@ def test_bt_in_the_pre_handler_reaches_do_accept(session):
         assert after[1] == "inet_accept" and "do_accept" in after, bt
         caller = next(f for f in shown if f[2] == "inet_accept")
         assert caller[1] == returns_at and KRETPROBE_LABEL in caller[3], (hex(returns_at), bt)
-        session.gdb.execute("set kp-unwind off")
-        try:
-            alone = session.gdb.execute("bt 40")
-        finally:
-            session.gdb.execute("set kp-unwind on")
+        alone = without_kp_unwind(session, "bt 40")
         # gdb alone puts the caller of the first kernel frame that saved its return
         # address at the signed pc (no pauth registers from QEMU 7.2's gdbstub) and stops
         assert "<kprobe" not in alone and "[probed" not in alone and "do_accept" not in alone, alone
@@ -150,11 +147,7 @@ def test_kretprobe_caller(session):
         assert shown[0][2] == "inet_csk_accept", shown
         assert shown[1][1:3] == (returns_at, "inet_accept") and KRETPROBE_LABEL in shown[1][3], \
             (hex(returns_at), shown)
-        session.gdb.execute("set kp-unwind off")
-        try:
-            alone = session.gdb.execute("bt 6")
-        finally:
-            session.gdb.execute("set kp-unwind on")
+        alone = without_kp_unwind(session, "bt 6")
         assert "inet_accept" not in alone and "kretprobe" not in alone, alone
 
     at_stop(session, f"*inet_csk_accept+{after_probe}", on_stop)
@@ -201,11 +194,7 @@ def test_bt_in_the_kretprobe_return_handler(session):
         assert "do_accept" in [name for _level, _pc, name, _rest in shown], bt
         where = session.gdb.execute("kp-where")
         assert "stage: kretprobe return handler (kretprobe_instance)" in where, where
-        session.gdb.execute("set kp-unwind off")
-        try:
-            alone = session.gdb.execute("bt 30")
-        finally:
-            session.gdb.execute("set kp-unwind on")
+        alone = without_kp_unwind(session, "bt 30")
         assert "do_accept" not in alone and "<kretprobe" not in alone, alone
 
     at_stop(session, "ret_handler", on_stop)

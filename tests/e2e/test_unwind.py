@@ -35,6 +35,15 @@ def args_of(session) -> dict[str, str]:
                 session.gdb.execute("info args").strip().splitlines())
 
 
+def without_kp_unwind(session, command: str) -> str:
+    """`command`'s output from gdb alone: with `set kp-unwind off`, back on afterwards."""
+    session.gdb.execute("set kp-unwind off")
+    try:
+        return session.gdb.execute(command)
+    finally:
+        session.gdb.execute("set kp-unwind on")
+
+
 def run(session, breakpoints: list[str], on_stop, max_stops: int | None = None) -> None:
     """Set breakpoints, make the guest accept a connection, call on_stop(n) per stop until
     it returns True (or, without max_stops, once per breakpoint)."""
@@ -89,18 +98,14 @@ def check_path(session, handler_bp: str, entry_kind: str, probed: str, probed_fu
         assert "inet_accept" in after and SYSCALL in after, bt
         session.gdb.execute(f"frame {level}")
         seen["unwound"] = args_of(session)
-        session.gdb.execute("set kp-unwind off")
-        try:
-            broken = session.gdb.execute("bt 40")
-            # gdb alone does not know the trampoline: it stops there, or (when %rbp happens
-            # to hold a frame pointer of some caller, seen on 6.12 under load) wanders on
-            # from an unnamed `?? ()` frame; either way no label and no probed frame
-            before_syscall = broken.split(SYSCALL, 1)[0]
-            assert "[probed" not in broken and "<kprobe" not in broken and (
-                SYSCALL not in broken or " in ?? ()" in before_syscall), \
-                f"without the unwinders gdb cannot get past the trampoline:\n{broken}"
-        finally:
-            session.gdb.execute("set kp-unwind on")
+        broken = without_kp_unwind(session, "bt 40")
+        # gdb alone does not know the trampoline: it stops there, or (when %rbp happens
+        # to hold a frame pointer of some caller, seen on 6.12 under load) wanders on
+        # from an unnamed `?? ()` frame; either way no label and no probed frame
+        before_syscall = broken.split(SYSCALL, 1)[0]
+        assert "[probed" not in broken and "<kprobe" not in broken and (
+            SYSCALL not in broken or " in ?? ()" in before_syscall), \
+            f"without the unwinders gdb cannot get past the trampoline:\n{broken}"
         return seen["unwound"] in plain
 
     run(session, [probed_function, handler_bp], on_stop, max_stops=4)
@@ -157,12 +162,8 @@ def test_kretprobe_caller_and_finish(session):
         assert re.search(r"^#1\s+0x[0-9a-f]+ in inet_accept <kretprobe: return address restored",
                          bt, re.M), bt
         assert SYSCALL in bt
-        session.gdb.execute("set kp-unwind off")
-        try:
-            broken = session.gdb.execute("bt 3")
-            assert "arch_rethook_trampoline" in broken.splitlines()[1], broken
-        finally:
-            session.gdb.execute("set kp-unwind on")
+        broken = without_kp_unwind(session, "bt 3")
+        assert "arch_rethook_trampoline" in broken.splitlines()[1], broken
         # gdb's finish stops at the restored return address, on whichever CPU the task
         # returns (gdb-kprobe's hook-finish follows it when the scheduler moved it); another
         # task running into the breakpoint meanwhile ended the finish early once (6.1, as
